@@ -1,0 +1,357 @@
+"""Protocol v1 codec, sans I/O: bytes and dicts in, typed values out (docs/protocol.md).
+
+The server, the Python client, the load generator and the tests all encode and decode through
+this module, so there is exactly one definition of every byte on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from server.landmarks import GROUPS, PART_NAMES, PART_POINTS, PART_STRIDES, Array
+
+PROTOCOL_VERSION: Final = 1
+
+FRAME_MAGIC: Final = b"HSF1"
+FRAME_HEADER = struct.Struct("<4sId")  # magic, frame_id, ts
+RESULT_MAGIC: Final = b"HSR1"
+RESULT_HEADER = struct.Struct("<4sHHIIdIHHffff")
+RIG_HEADER = struct.Struct("<HH")
+RIG_FLAG: Final = 1 << 8
+RIG_CONFIDENCE_COUNT: Final = 8
+
+PIPELINES: tuple[str, ...] = ("holistic", "face", "pose", "hands")
+FORMATS: tuple[str, ...] = ("json", "binary")
+ALL_GROUPS: tuple[str, ...] = ("face", "hands", "pose")
+DROP_REASONS: tuple[str, ...] = ("superseded", "stale", "worker_lost", "backpressure", "closing")
+ROUND_DECIMALS: Final = 4
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol; `code` is the stable error code of docs/protocol.md."""
+
+    def __init__(self, code: str, message: str, *, frame: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame = frame
+
+
+# ---------------------------------------------------------------------------- client -> server
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    frame_id: int
+    ts: float
+    image: bytes
+
+
+def encode_frame(frame_id: int, ts: float, image: bytes) -> bytes:
+    return FRAME_HEADER.pack(FRAME_MAGIC, frame_id & 0xFFFFFFFF, ts) + image
+
+
+def decode_frame(data: bytes) -> Frame:
+    if len(data) < FRAME_HEADER.size:
+        raise ProtocolError("bad_frame", f"frame message shorter than {FRAME_HEADER.size} bytes")
+    magic, frame_id, ts = FRAME_HEADER.unpack_from(data)
+    if magic != FRAME_MAGIC:
+        raise ProtocolError("bad_frame", "frame message does not start with HSF1")
+    if not math.isfinite(ts):
+        raise ProtocolError(
+            "bad_timestamp", "frame timestamp is not a finite number", frame=frame_id
+        )
+    return Frame(frame_id, ts, bytes(memoryview(data)[FRAME_HEADER.size :]))
+
+
+@dataclass(frozen=True, slots=True)
+class RigOptions:
+    smoothing: bool = True
+    mirror: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    parts: tuple[str, ...] = ALL_GROUPS
+    world: bool = True
+    format: str = "json"
+    rig: RigOptions | None = None
+    fps: float = 15.0
+    client: str = ""
+
+
+def parse_message(text: str | bytes) -> dict[str, Any]:
+    """Parse a text message into a dict with a string `type`, or raise `bad_message`."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_message", f"not valid JSON: {exc.msg}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("bad_message", "a message must be a JSON object with a string 'type'")
+    return msg
+
+
+def parse_parts(value: object, *, code: str = "bad_hello") -> tuple[str, ...]:
+    """Validate a list or comma-separated string of part groups; return them in canonical order."""
+    if isinstance(value, str):
+        value = [p for p in value.split(",") if p]
+    if not isinstance(value, list) or not value:
+        raise ProtocolError(code, "'parts' must be a non-empty list of 'face', 'hands', 'pose'")
+    unknown = [p for p in value if p not in ALL_GROUPS]
+    if unknown:
+        raise ProtocolError(code, f"unknown part(s) {unknown!r}; use 'face', 'hands', 'pose'")
+    return tuple(g for g in ALL_GROUPS if g in value)
+
+
+def _parse_rig(value: object, code: str) -> RigOptions | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return RigOptions()
+    if isinstance(value, dict):
+        smoothing, mirror = value.get("smoothing", True), value.get("mirror", False)
+        if isinstance(smoothing, bool) and isinstance(mirror, bool):
+            return RigOptions(smoothing=smoothing, mirror=mirror)
+    raise ProtocolError(code, "'rig' must be a boolean or {'smoothing': bool, 'mirror': bool}")
+
+
+def parse_hello(msg: Mapping[str, Any]) -> Hello:
+    protocol = msg.get("protocol")
+    if protocol != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "unsupported_protocol", f"protocol {protocol!r} is not supported; this server speaks 1"
+        )
+    return _parse_options(msg, Hello(), code="bad_hello", allow_format=True)
+
+
+def parse_configure(msg: Mapping[str, Any], current: Hello) -> Hello:
+    return _parse_options(msg, current, code="bad_configure", allow_format=False)
+
+
+def _parse_options(msg: Mapping[str, Any], base: Hello, *, code: str, allow_format: bool) -> Hello:
+    parts = parse_parts(msg["parts"], code=code) if "parts" in msg else base.parts
+    world = msg.get("world", base.world)
+    if not isinstance(world, bool):
+        raise ProtocolError(code, "'world' must be a boolean")
+    fmt = base.format
+    if allow_format:
+        fmt = msg.get("format", base.format)
+        if fmt not in FORMATS:
+            raise ProtocolError(code, "'format' must be 'json' or 'binary'")
+    rig = _parse_rig(msg["rig"], code) if "rig" in msg else base.rig
+    fps = msg.get("fps", base.fps)
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 240:
+        raise ProtocolError(code, "'fps' must be a number in (0, 240]")
+    client = msg.get("client", base.client)
+    if not isinstance(client, str):
+        raise ProtocolError(code, "'client' must be a string")
+    return Hello(parts, world, fmt, rig, float(fps), client[:100])
+
+
+def pipeline_for(parts: Sequence[str]) -> str:
+    """The cheapest pipeline that delivers `parts` (docs/protocol.md, Pipelines)."""
+    return parts[0] if len(parts) == 1 else "holistic"
+
+
+def wire_parts(parts: Sequence[str], world: bool) -> tuple[str, ...]:
+    """The result fields a session with these options receives, in wire order."""
+    wanted = {p for g in parts for p in GROUPS[g]}
+    if not world:
+        wanted -= {"pose_world", "left_hand_world", "right_hand_world"}
+    return tuple(p for p in PART_NAMES if p in wanted)
+
+
+# ---------------------------------------------------------------------------- server -> client
+
+
+@dataclass(slots=True)
+class Timing:
+    queue_ms: float = 0.0
+    decode_ms: float = 0.0
+    inference_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "queue_ms": round(self.queue_ms, 2),
+            "decode_ms": round(self.decode_ms, 2),
+            "inference_ms": round(self.inference_ms, 2),
+            "total_ms": round(self.total_ms, 2),
+        }
+
+
+@dataclass(slots=True)
+class RigArrays:
+    """The rig in its fixed wire order (bone and expression names live in server.rig)."""
+
+    bones: Array  # (B, 4) quaternions x, y, z, w
+    hips: Array  # (3,)
+    head: Array  # (3,) yaw, pitch, roll degrees
+    expressions: Array  # (E,)
+    confidence: Array  # (8,)
+
+
+@dataclass(slots=True)
+class Result:
+    """One frame's result as both wire formats carry it."""
+
+    frame: int
+    seq: int
+    ts: float
+    dropped: int
+    width: int
+    height: int
+    pipeline: str
+    parts: dict[str, Array | None]  # wire part name -> (points, stride) float32, None = not found
+    timing: Timing = field(default_factory=Timing)
+    rig: dict[str, Any] | None = None  # JSON form of the rig
+    rig_arrays: RigArrays | None = None  # binary form of the rig
+
+
+def round_landmarks(array: npt.ArrayLike) -> Array:
+    """Round to the protocol's precision once, so JSON and binary carry identical values."""
+    return np.round(np.asarray(array, dtype=np.float32), ROUND_DECIMALS).astype(np.float32)
+
+
+def result_to_json_obj(result: Result) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "type": "result",
+        "frame": result.frame,
+        "seq": result.seq,
+        "ts": result.ts,
+        "dropped": result.dropped,
+        "width": result.width,
+        "height": result.height,
+        "pipeline": result.pipeline,
+    }
+    for name, arr in result.parts.items():
+        obj[name] = None if arr is None else arr.reshape(-1)
+    obj["timing"] = result.timing.to_json()
+    if result.rig is not None:
+        obj["rig"] = result.rig
+    return obj
+
+
+def encode_result_json(result: Result) -> bytes:
+    return orjson.dumps(result_to_json_obj(result), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_result_binary(result: Result) -> bytes:
+    flags = PIPELINES.index(result.pipeline) << 12
+    chunks: list[bytes] = []
+    for bit, name in enumerate(PART_NAMES):
+        arr = result.parts.get(name)
+        if arr is not None:
+            flags |= 1 << bit
+            chunks.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+    rig = result.rig_arrays
+    if rig is not None:
+        flags |= RIG_FLAG
+        chunks.append(RIG_HEADER.pack(len(rig.bones), len(rig.expressions)))
+        for arr in (rig.bones, rig.hips, rig.head, rig.expressions, rig.confidence):
+            chunks.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+    t = result.timing
+    header = RESULT_HEADER.pack(
+        RESULT_MAGIC,
+        RESULT_HEADER.size,
+        flags,
+        result.frame & 0xFFFFFFFF,
+        result.seq & 0xFFFFFFFF,
+        result.ts,
+        min(result.dropped, 0xFFFFFFFF),
+        result.width,
+        result.height,
+        t.queue_ms,
+        t.decode_ms,
+        t.inference_ms,
+        t.total_ms,
+    )
+    return header + b"".join(chunks)
+
+
+def decode_result_binary(data: bytes) -> Result:
+    if len(data) < RESULT_HEADER.size or data[:4] != RESULT_MAGIC:
+        raise ProtocolError("bad_message", "not a binary result (HSR1)")
+    (_, header_len, flags, frame, seq, ts, dropped, width, height, q, d, i, tot) = (
+        RESULT_HEADER.unpack_from(data)
+    )
+    offset = header_len
+    parts: dict[str, Array | None] = {}
+    for bit, name in enumerate(PART_NAMES):
+        if flags & (1 << bit):
+            shape = (PART_POINTS[name], PART_STRIDES[name])
+            count = shape[0] * shape[1]
+            parts[name] = np.frombuffer(data, "<f4", count, offset).reshape(shape)
+            offset += count * 4
+    rig_arrays = None
+    if flags & RIG_FLAG:
+        n_bones, n_expr = RIG_HEADER.unpack_from(data, offset)
+        offset += RIG_HEADER.size
+        sizes = (n_bones * 4, 3, 3, n_expr, RIG_CONFIDENCE_COUNT)
+        arrays = []
+        for size in sizes:
+            arrays.append(np.frombuffer(data, "<f4", size, offset))
+            offset += size * 4
+        rig_arrays = RigArrays(arrays[0].reshape(n_bones, 4), *arrays[1:])
+    return Result(
+        frame,
+        seq,
+        ts,
+        dropped,
+        width,
+        height,
+        PIPELINES[(flags >> 12) & 0xF],
+        parts,
+        Timing(q, d, i, tot),
+        None,
+        rig_arrays,
+    )
+
+
+def decode_result_json(obj: Mapping[str, Any]) -> Result:
+    """Turn a parsed JSON result into a Result (parts as (points, stride) float32 arrays)."""
+    parts: dict[str, Array | None] = {}
+    for name in PART_NAMES:
+        if name in obj:
+            value = obj[name]
+            parts[name] = (
+                None
+                if value is None
+                else np.asarray(value, np.float32).reshape(PART_POINTS[name], PART_STRIDES[name])
+            )
+    timing = obj.get("timing") or {}
+    return Result(
+        obj["frame"],
+        obj.get("seq", 0),
+        obj.get("ts", 0.0),
+        obj.get("dropped", 0),
+        obj["width"],
+        obj["height"],
+        obj.get("pipeline", "holistic"),
+        parts,
+        Timing(**{k: float(v) for k, v in timing.items() if k in Timing.__slots__}),
+        obj.get("rig"),
+    )
+
+
+def dumps(obj: Mapping[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def error_message(code: str, message: str, *, frame: int | None = None, fatal: bool = False) -> str:
+    obj: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
+    if frame is not None:
+        obj["frame"] = frame
+    return dumps(obj)
+
+
+def warning_message(code: str, message: str) -> str:
+    return dumps({"type": "warning", "code": code, "message": message})
