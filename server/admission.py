@@ -1,0 +1,103 @@
+"""Admission control: admit a session only while CPU, memory and count budgets all hold.
+
+Pure arithmetic over measured costs (see server.calibration), no I/O. A session reserves
+`fps × ms_per_frame` of worker time per second and one landmarker's memory; the pipelines differ
+by up to 7× in cost, so a box admits many more face-only sessions than holistic ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineCost:
+    ms_per_frame: float  # worker wall time per frame with every worker busy
+    memory_bytes: int  # resident memory one landmarker adds
+
+
+# Measured on a 2-core box at 640×480 with two busy workers; replaced by start-up calibration.
+DEFAULT_COSTS: dict[str, PipelineCost] = {
+    "holistic": PipelineCost(44.0, 140 << 20),
+    "face": PipelineCost(7.0, 40 << 20),
+    "pose": PipelineCost(26.0, 60 << 20),
+    "hands": PipelineCost(28.0, 60 << 20),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    workers: int
+    memory_bytes: int
+    max_sessions: int
+    cpu_overcommit: float = 1.0
+
+    @property
+    def worker_ms_per_s(self) -> float:
+        return self.workers * 1000.0 * self.cpu_overcommit
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    admitted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    pipeline: str
+    fps: float
+
+
+class AdmissionPolicy:
+    def __init__(self, budget: Budget, costs: Mapping[str, PipelineCost] = DEFAULT_COSTS) -> None:
+        self.budget = budget
+        self.costs = dict(costs)
+        self._held: dict[Hashable, _Reservation] = {}
+
+    def cpu_ms_per_s(self, pipeline: str, fps: float) -> float:
+        return fps * self.costs[pipeline].ms_per_frame
+
+    @property
+    def sessions(self) -> int:
+        return len(self._held)
+
+    @property
+    def cpu_used(self) -> float:
+        return sum(self.cpu_ms_per_s(r.pipeline, r.fps) for r in self._held.values())
+
+    @property
+    def memory_used(self) -> int:
+        return sum(self.costs[r.pipeline].memory_bytes for r in self._held.values())
+
+    def check(self, pipeline: str, fps: float, *, replacing: Hashable | None = None) -> Decision:
+        held = dict(self._held)
+        if replacing is not None:
+            held.pop(replacing, None)
+        if len(held) >= self.budget.max_sessions:
+            return Decision(False, f"session limit reached ({self.budget.max_sessions})")
+        cpu = sum(self.cpu_ms_per_s(r.pipeline, r.fps) for r in held.values())
+        if cpu + self.cpu_ms_per_s(pipeline, fps) > self.budget.worker_ms_per_s:
+            return Decision(False, f"no CPU left for a {pipeline} session at {fps:g} fps")
+        memory = sum(self.costs[r.pipeline].memory_bytes for r in held.values())
+        if memory + self.costs[pipeline].memory_bytes > self.budget.memory_bytes:
+            return Decision(False, f"no memory left for a {pipeline} session")
+        return Decision(True)
+
+    def admit(self, key: Hashable, pipeline: str, fps: float) -> Decision:
+        """Reserve for `key`, or change its reservation; on refusal the old one is kept."""
+        decision = self.check(pipeline, fps, replacing=key)
+        if decision.admitted:
+            self._held[key] = _Reservation(pipeline, fps)
+        return decision
+
+    def release(self, key: Hashable) -> None:
+        self._held.pop(key, None)
+
+    def capacity(self, pipeline: str, fps: float = 15.0) -> int:
+        """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
+        cost = self.costs[pipeline]
+        by_cpu = self.budget.worker_ms_per_s / max(fps * cost.ms_per_frame, 1e-9)
+        by_memory = self.budget.memory_bytes / max(cost.memory_bytes, 1)
+        return int(min(by_cpu, by_memory, self.budget.max_sessions))

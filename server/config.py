@@ -1,0 +1,123 @@
+"""One Config object for every setting; each command-line flag also reads HOLISTREAM_<NAME>."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    model: Path | None = None  # explicit holistic bundle; others come from the cache
+    cache_dir: Path | None = None
+    # Admission control: a session is admitted only while all three budgets hold.
+    max_sessions: int = 64
+    memory_budget_mb: float = 0.0  # 0 = 70 % of the memory available at start-up
+    cpu_overcommit: float = 1.0  # reservable worker time as a multiple of what exists
+    retry_after_s: int = 5
+    # Backpressure and limits.
+    max_frame_age_ms: float = 500.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_image_side: int = 8192
+    idle_timeout_s: float = 30.0
+    stats_interval_s: float = 1.0
+    ping_interval_s: float = 20.0
+    shutdown_timeout_s: float = 5.0
+    # Security.
+    allowed_origins: tuple[str, ...] = ()  # empty = same origin and localhost
+    token: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    # Streams and the single-image API.
+    redis_url: str | None = None
+    subscriber_buffer: int = 8
+    subscriber_stall_s: float = 10.0
+    subscriber_wait_s: float = 60.0
+    predict_queue: int = 8
+    predict_timeout_s: float = 10.0
+    cache_entries: int = 256
+    web_root: Path = WEB_ROOT
+    calibrate: bool = True
+    log_level: str = "info"
+
+    def describe(self) -> str:
+        """A one-screen summary printed at start-up (the token is never printed)."""
+        items = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "token" and value:
+                value = "***"
+            items.append(f"{f.name}={value}")
+        return "config: " + " ".join(items)
+
+
+_HELP: dict[str, str] = {
+    "workers": "inference worker processes (default: one per core)",
+    "max_sessions": "hard cap on live streaming sessions",
+    "memory_budget_mb": "memory the landmarkers may use (0 = 70%% of available)",
+    "cpu_overcommit": "admit sessions up to this multiple of measured worker capacity",
+    "max_frame_age_ms": "drop a waiting frame older than this",
+    "allowed_origins": "comma-separated Origin allow-list (empty: same origin + localhost)",
+    "token": "require this bearer token for /ws, /ws/subscribe and /v1/predict",
+    "trusted_proxies": "comma-separated proxy addresses whose X-Forwarded-For is believed",
+    "redis_url": "carry streams and the predict cache across instances through Redis",
+    "calibrate": "measure each pipeline's CPU and memory cost at start-up",
+}
+
+
+def _env_name(name: str) -> str:
+    return "HOLISTREAM_" + name.upper()
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    if kind is bool:
+        return raw.lower() in ("1", "true", "yes", "on")
+    if kind == "tuple":
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if kind == "path":
+        return Path(raw) if raw else None
+    if kind == "optstr":
+        return raw or None
+    return kind(raw)
+
+
+def _kind(f: dataclasses.Field[Any]) -> Any:
+    t = str(f.type)
+    if t.startswith("tuple"):
+        return "tuple"
+    if "Path" in t:
+        return "path"
+    if t == "str | None":
+        return "optstr"
+    return {"int": int, "float": float, "bool": bool, "str": str}[t]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field; the default comes from HOLISTREAM_<NAME> when set."""
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        kind = _kind(f)
+        env = os.environ.get(_env_name(f.name))
+        default = _convert(kind, env) if env is not None else getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{_HELP.get(f.name, '')} [env {_env_name(f.name)}]".strip()
+        if kind is bool:
+            parser.add_argument(
+                flag, default=default, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        else:
+            conv = (lambda s, k=kind: _convert(k, s)) if isinstance(kind, str) else kind
+            parser.add_argument(flag, default=default, type=conv, help=help_text)
+
+
+def from_args(args: argparse.Namespace) -> Config:
+    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})

@@ -1,0 +1,191 @@
+"""The running server's state: sessions, workers, admission, metrics — without HTTP.
+
+The aiohttp handlers (server.web_*) translate requests into calls here; everything that decides
+what happens to a frame or a session lives here or in the pure modules it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from holistream import protocol
+from server import __version__
+from server.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
+from server.config import Config
+from server.frame_slot import Pending
+from server.metrics import Metrics
+from server.session import FramePayload, Session
+from server.worker_pool import Callbacks, WorkerPool
+from server.worker_process import WorkerSettings
+
+log = logging.getLogger("holistream")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CALIBRATION_IMAGES = {
+    "holistic": "messi5.jpg",
+    "pose": "messi5.jpg",
+    "hands": "messi5.jpg",
+    "face": "astronaut_face.jpg",
+}
+
+
+class Core:
+    def __init__(self, config: Config, models: dict[str, Path]) -> None:
+        self.config = config
+        self.models = models
+        self.sessions: dict[str, Session] = {}
+        self.ready = False
+        self.started = time.monotonic()
+        memory = config.memory_budget_mb * (1 << 20) or psutil.virtual_memory().available * 0.7
+        self.admission = AdmissionPolicy(
+            Budget(config.workers, int(memory), config.max_sessions, config.cpu_overcommit),
+            DEFAULT_COSTS,
+        )
+        self.pool = WorkerPool(
+            config.workers,
+            WorkerSettings(models, config.max_image_pixels, config.max_image_side),
+            Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
+            max_frame_age_s=config.max_frame_age_ms / 1000,
+            rig_options=lambda s: s.hello.rig if s.hello else None,
+            cost=lambda s: self.admission.cpu_ms_per_s(s.pipeline, s.hello.fps if s.hello else 15),
+        )
+        self.metrics = Metrics(
+            lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
+        )
+        self._ticker: asyncio.Task[None] | None = None
+        self.hub: Any = None  # server.streams.StreamHub once streams are enabled
+        self.version = __version__
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.pool.start()
+        if self.config.calibrate:
+            await self._calibrate()
+        for name in protocol.PIPELINES:
+            if name in self.models:
+                self.metrics.capacity.labels(name).set(self.admission.capacity(name))
+        self._ticker = asyncio.create_task(self._tick_stats(), name="stats-ticker")
+        self.ready = True
+
+    async def _calibrate(self) -> None:
+        """Measure each pipeline's cost with every worker busy, as admission will see it."""
+        images = {
+            name: (FIXTURES / file).read_bytes()
+            for name, file in CALIBRATION_IMAGES.items()
+            if name in self.models and (FIXTURES / file).exists()
+        }
+        replies = await self.pool.call_all(("calibrate", images, 8))
+        for name in images:
+            samples = [r[1][name] for r in replies if name in r[1]]
+            if samples:
+                ms = sum(s[0] for s in samples) / len(samples)
+                memory = sorted(s[1] for s in samples)[len(samples) // 2]
+                # Never trust a memory reading below a floor: RSS deltas can undershoot.
+                floor = DEFAULT_COSTS[name].memory_bytes // 2
+                self.admission.costs[name] = PipelineCost(ms, max(memory, floor))
+        log.info(
+            "calibrated: %s",
+            ", ".join(
+                f"{n} {c.ms_per_frame:.1f} ms/frame {c.memory_bytes >> 20} MiB"
+                for n, c in self.admission.costs.items()
+            ),
+        )
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.pool.stop(self.config.shutdown_timeout_s)
+
+    # -- admission -------------------------------------------------------------------------
+    def admit(self, key: Any, pipeline: str, fps: float) -> Decision:
+        if pipeline not in self.models:
+            return Decision(False, f"the {pipeline} pipeline has no model on this server")
+        decision = self.admission.admit(key, pipeline, fps)
+        if not decision.admitted:
+            self.metrics.rejected.labels("capacity").inc()
+        return decision
+
+    def release(self, key: Any) -> None:
+        self.admission.release(key)
+
+    # -- sessions --------------------------------------------------------------------------
+    def add(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        session.slot.on_drop = lambda reason: self.metrics.frames_dropped.labels(reason).inc()
+        self.metrics.sessions.labels(session.pipeline).inc()
+
+    async def open(self, session: Session) -> float:
+        return await self.pool.open(session)
+
+    def remove(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        self.metrics.sessions.labels(session.pipeline).dec()
+        session.slot.clear("closing")
+        self.pool.close(session)
+        self.release(session.id)
+
+    async def reconfigure(self, session: Session, hello: protocol.Hello) -> Decision:
+        pipeline = protocol.pipeline_for(hello.parts)
+        decision = self.admit(session.id, pipeline, hello.fps)
+        if not decision.admitted:
+            return decision
+        self.metrics.sessions.labels(session.pipeline).dec()
+        session.slot.clear("superseded")
+        self.pool.close(session)
+        session.configure(hello)
+        session.switches += 1
+        self.metrics.sessions.labels(session.pipeline).inc()
+        await self.pool.open(session)
+        return decision
+
+    def frame(self, session: Session, frame_id: int, ts: float, image: bytes) -> None:
+        session.offer(frame_id, FramePayload(ts, image), time.monotonic())
+        self.metrics.frames_received.inc()
+        self.pool.frame_ready(session)
+
+    def refuse_frame(self, session: Session, code: str, message: str, frame: int | None) -> None:
+        session.slot.received += 1
+        self.metrics.frames_received.inc()
+        self.metrics.frame_errors.labels(code).inc()
+        session.error(code, message, frame=frame, refused=True)
+
+    # -- worker callbacks ------------------------------------------------------------------
+    def _on_result(self, session: Session, pending: Pending[Any], payload: tuple[Any, ...]) -> None:
+        width, height, parts, decode_ms, inference_ms, rig = payload
+        now = time.monotonic()
+        out = session.deliver(pending, width, height, parts, decode_ms, inference_ms, rig, now)
+        self.metrics.frames_processed.inc()
+        self.metrics.inference.labels(session.pipeline).observe(inference_ms / 1000)
+        self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)
+
+    def _on_frame_error(self, session: Session, pending: Pending[Any], code: str, msg: str) -> None:
+        self.metrics.frame_errors.labels(code).inc()
+        session.error(code, msg, frame=pending.frame_id, refused=True)
+
+    def _on_worker_lost(self, session: Session) -> None:
+        session.send_control(
+            protocol.warning_message(
+                "worker_restarted",
+                "the worker serving this session died and was replaced; tracking restarted",
+            )
+        )
+
+    async def _tick_stats(self) -> None:
+        interval = self.config.stats_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.hello is not None:
+                    session.send_control(protocol.dumps(session.stats(now)))

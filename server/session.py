@@ -1,0 +1,165 @@
+"""One client's streaming session: its options, frame slot, clock, counters and send buffer.
+
+No sockets here: the WebSocket handler feeds it and drains its outbox; the worker pool takes its
+frames and hands back results. That keeps every accounting rule testable without a network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from holistream import protocol
+from holistream.protocol import Hello, Result, Timing
+from server.frame_slot import FrameSlot, Pending
+from server.outbox import Outbox
+from server.stats import RollingMedian, RollingRate
+
+
+@dataclass(slots=True)
+class FramePayload:
+    ts: float  # the client's capture timestamp (ms)
+    image: bytes
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A result waiting to be sent, with its encodings cached (serialised once per format)."""
+
+    result: Result
+    _encoded: dict[str, bytes] = field(default_factory=dict)
+
+    def encoded(self, fmt: str) -> bytes:
+        data = self._encoded.get(fmt)
+        if data is None:
+            if fmt == "binary":
+                data = protocol.encode_result_binary(self.result)
+            else:
+                data = protocol.encode_result_json(self.result)
+            self._encoded[fmt] = data
+        return data
+
+
+class Session:
+    def __init__(self, *, peer: str, stream: str | None, max_control: int = 64) -> None:
+        self.id = uuid.uuid4().hex
+        self.peer = peer
+        self.stream = stream
+        self.hello: Hello | None = None
+        self.pipeline = ""
+        self.wanted: tuple[str, ...] = ()
+        self.slot: FrameSlot[FramePayload] = FrameSlot()
+        self.outbox: Outbox[Outgoing] = Outbox(max_control)
+        self.wake: Callable[[], None] = lambda: None
+        self.worker: int | None = None
+        self.seq = 0
+        self.errors = 0
+        self.switches = 0
+        self.created = time.monotonic()
+        self._first_ts: float | None = None
+        self._last_mp_ts = -1
+        self.fps_in = RollingRate()
+        self.fps_out = RollingRate()
+        self.inference_ms = RollingMedian()
+        self.on_result: list[Callable[[Outgoing], None]] = []  # fan-out hooks
+
+    # -- options ---------------------------------------------------------------------------
+    def configure(self, hello: Hello) -> None:
+        self.hello = hello
+        self.pipeline = protocol.pipeline_for(hello.parts)
+        self.wanted = protocol.wire_parts(hello.parts, hello.world)
+
+    @property
+    def format(self) -> str:
+        return self.hello.format if self.hello else "json"
+
+    # -- frames in -------------------------------------------------------------------------
+    def offer(self, frame_id: int, payload: FramePayload, now: float) -> None:
+        self.fps_in.tick(now)
+        self.slot.offer(Pending(frame_id, now, payload))
+
+    def mp_timestamp(self, client_ts: float) -> int:
+        """Strictly increasing MediaPipe timestamps derived from the client's clock."""
+        if self._first_ts is None:
+            self._first_ts = client_ts
+        ts = max(round(client_ts - self._first_ts), self._last_mp_ts + 1)
+        self._last_mp_ts = ts
+        return ts
+
+    # -- results out -----------------------------------------------------------------------
+    def deliver(
+        self,
+        pending: Pending[FramePayload],
+        width: int,
+        height: int,
+        parts: dict[str, Any],
+        decode_ms: float,
+        inference_ms: float,
+        rig: tuple[dict[str, Any], protocol.RigArrays] | None,
+        now: float,
+    ) -> Outgoing:
+        total_ms = (now - pending.received_at) * 1000
+        queue_ms = max(total_ms - decode_ms - inference_ms, 0.0)
+        result = Result(
+            frame=pending.frame_id,
+            seq=self.seq,
+            ts=pending.payload.ts,
+            dropped=self.slot.take_unreported(),
+            width=width,
+            height=height,
+            pipeline=self.pipeline,
+            parts=parts,
+            timing=Timing(queue_ms, decode_ms, inference_ms, total_ms),
+            rig=rig[0] if rig else None,
+            rig_arrays=rig[1] if rig else None,
+        )
+        self.seq += 1
+        self.fps_out.tick(now)
+        self.inference_ms.add(inference_ms)
+        out = Outgoing(result)
+        for hook in self.on_result:
+            hook(out)
+        replaced = self.outbox.put_result(out)
+        if replaced is not None:
+            # The client is not reading: the older result is lost; its drops carry forward.
+            self.slot.count_drop("backpressure", report=False)
+            carried = replaced.result.dropped + 1
+            self.outbox.put_result(
+                Outgoing(dataclasses.replace(result, dropped=result.dropped + carried))
+            )
+        self.wake()
+        return out
+
+    def send_control(self, message: str) -> None:
+        self.outbox.put_control(message)
+        self.wake()
+
+    def error(
+        self, code: str, message: str, *, frame: int | None = None, refused: bool = False
+    ) -> None:
+        """Send an error; `refused` marks the end of a received frame (it counts in `errors`)."""
+        if refused:
+            self.errors += 1
+        self.send_control(protocol.error_message(code, message, frame=frame))
+
+    def stats(self, now: float) -> dict[str, Any]:
+        slot = self.slot
+        return {
+            "type": "stats",
+            "received": slot.received,
+            "processed": slot.processed,
+            "results": self.seq,
+            "errors": self.errors,
+            "dropped": {reason: slot.dropped.get(reason, 0) for reason in protocol.DROP_REASONS},
+            "dropped_total": slot.dropped_total,
+            "pending": int(slot.waiting is not None),
+            "in_flight": int(slot.in_flight is not None),
+            "fps_in": round(self.fps_in.rate(now), 2),
+            "fps_out": round(self.fps_out.rate(now), 2),
+            "inference_ms_p50": round(self.inference_ms.median(), 2),
+            "uptime_s": round(now - self.created, 2),
+        }

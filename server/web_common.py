@@ -1,0 +1,50 @@
+"""Pieces every HTTP handler shares: app keys, JSON errors, access checks, client address."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from server import web_security
+
+if TYPE_CHECKING:
+    from server.core import Core
+
+CORE: web.AppKey[Core] = web.AppKey("core")
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+
+STREAM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def http_error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+def client_ip(request: web.Request) -> str:
+    core = request.app[CORE]
+    return web_security.client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), core.config.trusted_proxies
+    )
+
+
+def access_error(request: web.Request) -> web.Response | None:
+    """The refusal for a request that may not connect (bad origin, missing token), or None."""
+    cfg = request.app[CORE].config
+    origin = request.headers.get("Origin")
+    if not web_security.origin_allowed(origin, request.headers.get("Host"), cfg.allowed_origins):
+        return http_error(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
+    if not web_security.token_ok(cfg.token, request.headers, request.query):
+        return http_error(401, "unauthorized", "a valid bearer token is required")
+    return None
+
+
+def validate_stream_name(name: str) -> str | None:
+    if STREAM_NAME.fullmatch(name) is None:
+        return "stream names are 1-64 characters of A-Z a-z 0-9 . _ -"
+    return None

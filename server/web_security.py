@@ -1,0 +1,58 @@
+"""Who may connect: the Origin allow-list, the bearer token, and the real client address.
+
+aiohttp does not check WebSocket origins itself; a browser page on any site could otherwise open
+a socket to a server on the user's machine. Pure functions over header values.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _hostname(value: str) -> str:
+    host = value.strip().lower()
+    if host.startswith("["):
+        return host[: host.index("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:
+    """No Origin (not a browser) is allowed; a browser must come from the same host,
+    from localhost, or from an origin on the allow-list (`*` allows any)."""
+    if origin is None:
+        return True
+    allowed = list(allowed)
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    origin_host = _hostname(parts.netloc)
+    if origin_host in LOCAL_HOSTS or origin_host.strip("[]") in LOCAL_HOSTS:
+        return True
+    return host is not None and parts.netloc.lower() == host.strip().lower()
+
+
+def token_ok(expected: str | None, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    if not expected:
+        return True
+    auth = headers.get("Authorization", "")
+    given = auth[7:] if auth.startswith("Bearer ") else query.get("token", "")
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Iterable[str]) -> str:
+    """The first address, from the right, that is not one of our trusted proxies."""
+    trusted = set(trusted)
+    address = peer or "?"
+    if address not in trusted or not forwarded_for:
+        return address
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if hop not in trusted:
+            return hop
+        address = hop
+    return address

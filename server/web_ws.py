@@ -1,0 +1,228 @@
+"""The producer WebSocket endpoint (`GET /ws`): protocol v1 over aiohttp.
+
+Thin by design: it validates, translates messages into Core calls, and drains the session's
+outbox into the socket. Every refusal it makes is one documented in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from holistream import protocol
+from holistream.protocol import ProtocolError
+from server.core import Core
+from server.session import Outgoing, Session
+from server.web_common import (
+    CORE,
+    SOCKETS,
+    access_error,
+    client_ip,
+    http_error,
+    validate_stream_name,
+)
+
+log = logging.getLogger("holistream.ws")
+
+POLICY = WSCloseCode.POLICY_VIOLATION
+TRY_AGAIN_LATER = WSCloseCode.TRY_AGAIN_LATER
+
+
+async def _send_loop(ws: web.WebSocketResponse, session: Session, wake: asyncio.Event) -> None:
+    """Drain the outbox; awaiting each send is what lets a slow reader lose results, not RAM."""
+    while not ws.closed:
+        await wake.wait()
+        wake.clear()
+        while (item := session.outbox.pop()) is not None:
+            if ws.closed:
+                return
+            if isinstance(item, Outgoing):
+                data = item.encoded(session.format)
+                opcode = WSMsgType.BINARY if session.format == "binary" else WSMsgType.TEXT
+                await ws.send_frame(data, opcode)
+            else:
+                await ws.send_str(item)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, error: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_str(protocol.error_message(error, message, fatal=True))
+        await ws.close(code=code, message=error.encode())
+
+
+async def producer(request: web.Request) -> web.StreamResponse:
+    core: Core = request.app[CORE]
+    cfg = core.config
+    refused = access_error(request)
+    if refused is not None:
+        return refused
+    stream = request.query.get("stream")
+    if stream is not None and (problem := validate_stream_name(stream)):
+        return http_error(400, "bad_request", problem)
+    hub = core.hub
+    if stream is not None and hub is not None and hub.has_producer(stream):
+        return http_error(409, "stream_taken", f"stream {stream!r} already has a producer")
+    try:
+        query_parts = request.query.get("parts", "face,hands,pose")
+        parts = protocol.parse_parts(query_parts, code="bad_request")
+        fps = float(request.query.get("fps", "15"))
+    except (ProtocolError, ValueError) as exc:
+        return http_error(400, "bad_request", str(exc))
+    session = Session(peer=client_ip(request), stream=stream)
+    decision = core.admit(session.id, protocol.pipeline_for(parts), fps)
+    if not decision.admitted:
+        return http_error(
+            503, "server_full", decision.reason, headers={"Retry-After": str(cfg.retry_after_s)}
+        )
+    ws = web.WebSocketResponse(
+        max_msg_size=cfg.max_message_bytes, heartbeat=cfg.ping_interval_s, autoping=True
+    )
+    try:
+        await ws.prepare(request)
+    except Exception:
+        core.release(session.id)
+        raise
+    wake = asyncio.Event()
+    session.wake = wake.set
+    sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
+    request.app[SOCKETS].add(ws)
+    log.info("session %s from %s connected", session.id[:8], session.peer)
+    try:
+        await _receive_loop(ws, core, session)
+    except Exception:
+        log.exception("session %s failed", session.id[:8])
+        await _close(ws, WSCloseCode.INTERNAL_ERROR, "internal", "internal server error")
+    finally:
+        request.app[SOCKETS].discard(ws)
+        if hub is not None and session.hello is not None and stream is not None:
+            hub.unpublish(session)
+        core.remove(session)
+        core.release(session.id)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        log.info(
+            "session %s closed (%s): %d received, %d results",
+            session.id[:8], ws.close_code, session.slot.received, session.seq,
+        )
+    return ws
+
+
+async def _receive_loop(ws: web.WebSocketResponse, core: Core, session: Session) -> None:
+    cfg = core.config
+    while True:
+        try:
+            msg = await ws.receive(timeout=cfg.idle_timeout_s)
+        except TimeoutError:
+            await _close(ws, POLICY, "idle_timeout", f"no message for {cfg.idle_timeout_s:g} s")
+            return
+        if msg.type == WSMsgType.BINARY:
+            _on_frame(core, session, msg.data)
+        elif msg.type == WSMsgType.TEXT:
+            if not await _on_text(ws, core, session, msg.data):
+                return
+        else:  # CLOSE, CLOSING, CLOSED, ERROR (1009 too big is closed by aiohttp itself)
+            return
+
+
+def _on_frame(core: Core, session: Session, data: bytes) -> None:
+    try:
+        frame = protocol.decode_frame(data)
+    except ProtocolError as exc:
+        core.refuse_frame(session, exc.code, exc.message, exc.frame)
+        return
+    if session.hello is None:
+        core.refuse_frame(session, "hello_required", "send 'hello' first", frame.frame_id)
+        return
+    core.frame(session, frame.frame_id, frame.ts, frame.image)
+
+
+async def _on_text(ws: web.WebSocketResponse, core: Core, session: Session, text: str) -> bool:
+    """Handle one text message; False when the session must end."""
+    try:
+        msg = protocol.parse_message(text)
+        kind = msg["type"]
+        if kind == "hello":
+            return await _on_hello(ws, core, session, msg)
+        if kind == "stats":
+            session.send_control(protocol.dumps(session.stats(time.monotonic())))
+        elif kind == "configure":
+            await _on_configure(core, session, msg)
+        else:
+            session.error("unknown_type", f"unknown message type {kind!r}")
+    except ProtocolError as exc:
+        session.error(exc.code, exc.message)
+    return True
+
+
+async def _on_hello(ws: web.WebSocketResponse, core: Core, session: Session, msg: dict) -> bool:
+    if session.hello is not None:
+        session.error("duplicate_hello", "this session already said hello; use 'configure'")
+        return True
+    try:
+        hello = protocol.parse_hello(msg)
+    except ProtocolError as exc:
+        await _close(ws, POLICY, exc.code, exc.message)
+        return False
+    decision = core.admit(session.id, protocol.pipeline_for(hello.parts), hello.fps)
+    if not decision.admitted:
+        await _close(ws, TRY_AGAIN_LATER, "server_full", decision.reason)
+        return False
+    session.configure(hello)
+    core.add(session)
+    await core.open(session)
+    hub = core.hub
+    if hub is not None and session.stream is not None:
+        hub.publish(session)
+    session.send_control(protocol.dumps(_ready(core, session)))
+    return True
+
+
+async def _on_configure(core: Core, session: Session, msg: dict) -> None:
+    if session.hello is None:
+        session.error("hello_required", "send 'hello' first")
+        return
+    hello = protocol.parse_configure(msg, session.hello)
+    decision = await core.reconfigure(session, hello)
+    if not decision.admitted:
+        session.error("server_full", decision.reason)
+        return
+    session.send_control(
+        protocol.dumps(
+            {
+                "type": "configured",
+                "pipeline": session.pipeline,
+                "parts": list(hello.parts),
+                "switches": session.switches,
+            }
+        )
+    )
+
+
+def _ready(core: Core, session: Session) -> dict[str, object]:
+    cfg = core.config
+    assert session.hello is not None
+    return {
+        "type": "ready",
+        "protocol": protocol.PROTOCOL_VERSION,
+        "session": session.id,
+        "role": "producer",
+        "pipeline": session.pipeline,
+        "parts": list(session.hello.parts),
+        "format": session.hello.format,
+        "stream": session.stream,
+        "server": f"holistream {core.version}",
+        "limits": {
+            "max_message_bytes": cfg.max_message_bytes,
+            "max_image_pixels": cfg.max_image_pixels,
+            "max_image_side": cfg.max_image_side,
+            "max_frame_age_ms": cfg.max_frame_age_ms,
+            "idle_timeout_s": cfg.idle_timeout_s,
+            "stats_interval_s": cfg.stats_interval_s,
+        },
+        "capacity": {p: core.admission.capacity(p) for p in core.models},
+    }

@@ -1,0 +1,278 @@
+"""The server's side of the inference workers: spawn, dispatch, collect, replace the dead.
+
+Each worker has exactly one frame in inference at a time and a round-robin turn order over the
+sessions pinned to it (server.scheduler), so a frame never waits in a queue it could be dropped
+from: it waits in its session's slot, where a newer frame can still replace it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from server import ipc
+from server.frame_slot import Pending
+from server.scheduler import FairScheduler
+from server.worker_process import WorkerSettings, worker_main
+
+log = logging.getLogger("holistream.workers")
+
+
+class PoolSession(Protocol):
+    """What the pool needs of a session (server.session.Session provides it)."""
+
+    id: str
+    pipeline: str
+    wanted: tuple[str, ...]
+    worker: int | None
+
+    @property
+    def slot(self) -> Any: ...
+
+    def mp_timestamp(self, client_ts: float) -> int: ...
+
+
+@dataclass(slots=True)
+class Callbacks:
+    result: Callable[[Any, Pending[Any], tuple[Any, ...]], None]
+    frame_error: Callable[[Any, Pending[Any], str, str], None]
+    worker_lost: Callable[[Any], None]
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    index: int
+    process: Any = None
+    pid: int = 0
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    alive: bool = False
+    in_flight: str | None = None  # session id whose frame is in inference
+    sessions: set[str] = field(default_factory=set)
+    load: float = 0.0  # reserved worker ms per second of its sessions
+    scheduler: FairScheduler[str] = field(default_factory=FairScheduler)
+    waiters: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
+    restarts: int = 0
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        count: int,
+        settings: WorkerSettings,
+        callbacks: Callbacks,
+        *,
+        max_frame_age_s: float,
+        rig_options: Callable[[Any], Any] = lambda s: None,
+        cost: Callable[[Any], float] = lambda s: 1.0,
+    ) -> None:
+        self.settings = settings
+        self.callbacks = callbacks
+        self.max_frame_age_s = max_frame_age_s
+        self.rig_options = rig_options
+        self.cost = cost
+        self.workers = [WorkerHandle(i) for i in range(count)]
+        self.sessions: dict[str, Any] = {}
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context("spawn")
+        self._readers: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.gather(*(self._spawn(w) for w in self.workers))
+
+    async def _spawn(self, worker: WorkerHandle) -> None:
+        parent, child = socket.socketpair()
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(child, worker.index, self.settings),
+            name=f"holistream-worker-{worker.index}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        hello = await ipc.recv_async(reader)
+        worker.process, worker.pid = proc, hello[2]
+        worker.reader, worker.writer = reader, writer
+        worker.alive, worker.in_flight = True, None
+        task = asyncio.create_task(self._read_loop(worker), name=f"worker-{worker.index}-reader")
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+        log.info("worker %d started (pid %d)", worker.index, worker.pid)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._closing = True
+        for w in self.workers:
+            if w.writer is not None:
+                w.writer.close()  # EOF: the worker closes its landmarkers and exits
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            proc = w.process
+            if proc is None:
+                continue
+            while proc.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.is_alive():
+                proc.kill()
+            proc.join(1)
+        for task in list(self._readers):
+            task.cancel()
+
+    # -- requests --------------------------------------------------------------------------
+    def _send(self, worker: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        if worker.alive and worker.writer is not None:
+            worker.writer.write(ipc.pack(msg))
+
+    async def request(self, worker: WorkerHandle, key: Any, msg: tuple[Any, ...]) -> Any:
+        """Send `msg` and wait for the reply that the reader files under `key`."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        worker.waiters[key] = fut
+        self._send(worker, msg)
+        return await fut
+
+    def _pick(self, session: Any) -> WorkerHandle:
+        alive = [w for w in self.workers if w.alive] or self.workers
+        return min(alive, key=lambda w: (w.load, len(w.sessions), w.index))
+
+    async def open(self, session: Any) -> float:
+        """Create the session's landmarker on the least-loaded worker; returns its create ms."""
+        worker = self._pick(session) if session.worker is None else self.workers[session.worker]
+        if session.worker is None:
+            session.worker = worker.index
+            worker.sessions.add(session.id)
+            worker.load += self.cost(session)
+        self.sessions[session.id] = session
+        reply = await self.request(
+            worker,
+            ("open", session.id),
+            ("open", session.id, session.pipeline, session.wanted, self.rig_options(session)),
+        )
+        if reply[0] == "open_failed":
+            raise RuntimeError(reply[2])
+        self.frame_ready(session)
+        return float(reply[3])
+
+    def close(self, session: Any) -> None:
+        self.sessions.pop(session.id, None)
+        if session.worker is None:
+            return
+        worker = self.workers[session.worker]
+        if session.id in worker.sessions:
+            worker.sessions.discard(session.id)
+            worker.load -= self.cost(session)
+        worker.scheduler.remove(session.id)
+        self._send(worker, ("close", session.id))
+        session.worker = None
+
+    async def call_all(self, msg: tuple[Any, ...]) -> list[Any]:
+        return await asyncio.gather(
+            *(self.request(w, msg[0], msg) for w in self.workers if w.alive)
+        )
+
+    # -- frames ----------------------------------------------------------------------------
+    def frame_ready(self, session: Any) -> None:
+        if session.worker is None or not session.slot.has_waiting:
+            return
+        worker = self.workers[session.worker]
+        worker.scheduler.ready(session.id)
+        self._pump(worker)
+
+    def _pump(self, worker: WorkerHandle) -> None:
+        """Give a free worker the next session's frame, round-robin, skipping stale ones."""
+        if not worker.alive or worker.in_flight is not None:
+            return
+        now = time.monotonic()
+        while (sid := worker.scheduler.next()) is not None:
+            session = self.sessions.get(sid)
+            if session is None:
+                continue
+            pending = session.slot.take(now, self.max_frame_age_s)
+            if pending is None:
+                continue
+            mp_ts = session.mp_timestamp(pending.payload.ts)
+            worker.in_flight = sid
+            self._send(worker, ("frame", sid, pending.frame_id, mp_ts, pending.payload.image))
+            return
+
+    async def _read_loop(self, worker: WorkerHandle) -> None:
+        reader = worker.reader
+        assert reader is not None
+        try:
+            while True:
+                msg = await ipc.recv_async(reader)
+                self._dispatch(worker, msg)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        if not self._closing:
+            await self._replace(worker)
+
+    def _dispatch(self, worker: WorkerHandle, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind in ("result", "frame_error"):
+            sid, frame_id = msg[1], msg[2]
+            if worker.in_flight == sid:
+                worker.in_flight = None
+            session = self.sessions.get(sid)
+            if session is not None:
+                if kind == "result":
+                    pending = session.slot.finish(frame_id)
+                    if pending is not None:
+                        self.callbacks.result(session, pending, msg[3:])
+                else:
+                    pending = session.slot.fail_in_flight("")
+                    if pending is not None:
+                        self.callbacks.frame_error(session, pending, msg[3], msg[4])
+                if session.slot.has_waiting:
+                    worker.scheduler.ready(sid)
+            self._pump(worker)
+            return
+        if kind in ("opened", "open_failed"):
+            key: Any = ("open", msg[1])
+        else:
+            key = {"calibrated": "calibrate"}.get(kind, kind)
+        fut = worker.waiters.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def _replace(self, worker: WorkerHandle) -> None:
+        """A worker died: account for its frame, start a new one, reopen its sessions there."""
+        worker.alive = False
+        self.restarts += 1
+        worker.restarts += 1
+        log.warning("worker %d (pid %d) died; replacing it", worker.index, worker.pid)
+        if worker.process is not None:
+            worker.process.join(0.5)
+        lost = worker.in_flight
+        worker.in_flight = None
+        pending_waiters = dict(worker.waiters)
+        worker.waiters.clear()
+        if lost is not None and lost in self.sessions:
+            self.sessions[lost].slot.fail_in_flight("worker_lost")
+        await asyncio.sleep(min(0.2 * worker.restarts, 2.0))
+        await self._spawn(worker)
+        for sid in list(worker.sessions):
+            session = self.sessions.get(sid)
+            if session is None:
+                continue
+            with contextlib.suppress(Exception):
+                await self.request(
+                    worker,
+                    ("open", sid),
+                    ("open", sid, session.pipeline, session.wanted, self.rig_options(session)),
+                )
+            self.callbacks.worker_lost(session)
+            self.frame_ready(session)
+        for key, fut in pending_waiters.items():
+            if not fut.done() and key[0] != "open":
+                fut.set_exception(ConnectionError("worker died"))
+            elif not fut.done():
+                fut.set_result(("opened", key[1], "", 0.0))

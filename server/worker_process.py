@@ -1,0 +1,159 @@
+"""The inference worker: a child process that owns its sessions' landmarkers.
+
+It serves one message at a time from the server over a socketpair (server.ipc). One VIDEO-mode
+landmarker per session, created on `open` and closed on `close`; the image is decoded here, as
+RGB, so the server's event loop never touches pixels. EOF on the socket means the server is gone:
+the worker then exits, so it can never outlive its server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server import ipc
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    models: dict[str, Path]
+    max_pixels: int
+    max_side: int
+
+
+@dataclass(slots=True)
+class _Tracker:
+    detector: Any
+    rig: Any  # server.rig session state, or None
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, index: int, settings: WorkerSettings) -> None:
+        from server import imaging, pipelines  # heavy: only in the child
+
+        self._imaging = imaging
+        self._pipelines = pipelines
+        self.sock = sock
+        self.index = index
+        self.settings = settings
+        self.trackers: dict[str, _Tracker] = {}
+
+    # -- message handlers ------------------------------------------------------------------
+    def open(self, sid: str, pipeline: str, wanted: tuple[str, ...], rig: Any) -> Any:
+        old = self.trackers.pop(sid, None)
+        if old is not None:
+            old.detector.close()
+        t0 = time.perf_counter()
+        try:
+            detector = self._pipelines.create(pipeline, self.settings.models[pipeline], wanted)
+        except Exception as exc:  # a broken model must not kill the worker's other sessions
+            return ("open_failed", sid, f"{type(exc).__name__}: {exc}")
+        self.trackers[sid] = _Tracker(detector, self._make_rig(rig))
+        return ("opened", sid, pipeline, (time.perf_counter() - t0) * 1000)
+
+    def close(self, sid: str) -> None:
+        tracker = self.trackers.pop(sid, None)
+        if tracker is not None:
+            tracker.detector.close()
+            gc.collect()
+
+    def frame(self, sid: str, frame_id: int, mp_ts: int, data: bytes) -> Any:
+        tracker = self.trackers.get(sid)
+        if tracker is None:
+            return ("frame_error", sid, frame_id, "internal", "session not open in worker")
+        t0 = time.perf_counter()
+        try:
+            rgb = self._decode(data)
+        except self._imaging.ImageError as exc:
+            return ("frame_error", sid, frame_id, exc.code, exc.message)
+        t1 = time.perf_counter()
+        parts = tracker.detector.detect(rgb, mp_ts)
+        t2 = time.perf_counter()
+        rig = None
+        if tracker.rig is not None:
+            rig = tracker.rig.solve(parts, rgb.shape[1], rgb.shape[0], mp_ts / 1000.0)
+        height, width = rgb.shape[:2]
+        return (
+            "result", sid, frame_id, width, height, parts,
+            (t1 - t0) * 1000, (t2 - t1) * 1000, rig,
+        )
+
+    def calibrate(self, images: dict[str, bytes], frames: int) -> Any:
+        """Measure per pipeline: wall ms per frame and the memory one more landmarker adds."""
+        costs: dict[str, tuple[float, int]] = {}
+        for pipeline, data in images.items():
+            model = self.settings.models.get(pipeline)
+            if model is None:
+                continue
+            rgb = self._decode(data)
+            first = self._pipelines.create(pipeline, model, ())
+            first.detect(rgb, 0)
+            before = _rss_bytes()
+            second = self._pipelines.create(pipeline, model, ())
+            second.detect(rgb, 0)
+            memory = _rss_bytes() - before
+            t0 = time.perf_counter()
+            for i in range(frames):
+                second.detect(rgb, 33 * (i + 1))
+            ms = (time.perf_counter() - t0) * 1000 / max(frames, 1)
+            first.close()
+            second.close()
+            costs[pipeline] = (ms, max(memory, 0))
+        gc.collect()
+        return ("calibrated", costs)
+
+    def info(self) -> Any:
+        info = {"pid": os.getpid(), "landmarkers": len(self.trackers), "rss": _rss_bytes()}
+        return ("info", info)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _decode(self, data: bytes) -> Any:
+        return self._imaging.decode_rgb(
+            data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side
+        )
+
+    def _make_rig(self, options: Any) -> Any:
+        if options is None:
+            return None
+        from server.rig_session import RigSession
+
+        return RigSession(options)
+
+    def serve(self) -> None:
+        handlers: dict[str, Callable[..., Any]] = {
+            "open": self.open,
+            "close": self.close,
+            "frame": self.frame,
+            "calibrate": self.calibrate,
+            "info": self.info,
+        }
+        ipc.send_blocking(self.sock, ("hello", self.index, os.getpid()))
+        while True:
+            msg = ipc.recv_blocking(self.sock)
+            if msg is None:
+                break
+            reply = handlers[msg[0]](*msg[1:])
+            if reply is not None:
+                ipc.send_blocking(self.sock, reply)
+        for sid in list(self.trackers):
+            self.close(sid)
+
+
+def worker_main(sock: socket.socket, index: int, settings: WorkerSettings) -> None:
+    """Process entry point. SIGINT is ignored: the server decides when workers stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        Worker(sock, index, settings).serve()
