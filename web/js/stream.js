@@ -1,0 +1,327 @@
+// The producer session: one WebSocket to /ws, hello → ready, frames out, results in.
+//
+// Flow control is credit based: at most `maxInFlight` frames are unanswered at any time, so
+// neither the browser nor the socket ever holds a queue. A frame's credit comes back when
+// - its own result arrives;
+// - a result for a later frame arrives: the server answers a session's frames in order, so every
+//   earlier frame still unanswered was dropped (the result's `dropped` counts it) or refused;
+// - an `error` names its frame id;
+// - nothing of the above happened within a safety timeout (a lost credit must not stall).
+// When the socket drops, the stream reconnects with exponential backoff until stop().
+
+import { describeClose, describeError, encodeFrame, helloMessage, parseServerMessage, probeUrl, STATS_REQUEST } from "./protocol.js";
+
+/** @typedef {"idle" | "connecting" | "connected" | "disconnected" | "reconnecting"} StreamState */
+
+const MIN_CREDIT_TIMEOUT_MS = 3000;
+
+export class FrameStream extends EventTarget {
+  #wanted = false; // start() called and not stop(): keep (re)connecting
+  #droppedBefore = 0; // frames dropped in sessions that have ended
+  #sessionDropped = { fromResults: 0, fromStats: 0 };
+  #sweepTimer = null;
+
+  /**
+   * @param {{url: string, parts?: string[], fps?: number, maxInFlight?: number,
+   *          backoffInitialMs?: number, backoffMaxMs?: number}} options
+   */
+  constructor({ url, parts, fps = 30, maxInFlight = 2, backoffInitialMs = 500, backoffMaxMs = 10000 }) {
+    super();
+    this.url = url;
+    this.parts = parts;
+    this.fps = fps;
+    this.maxInFlight = maxInFlight;
+    this.backoffInitialMs = backoffInitialMs;
+    this.backoffMaxMs = backoffMaxMs;
+
+    /** @type {StreamState} */
+    this.state = "idle";
+    /** @type {WebSocket | null} */
+    this.socket = null;
+    /** The server's `ready` message of the current session. */
+    this.session = null;
+    /** Unanswered frames: frame id → time its credit was taken (ms, performance.now()). */
+    this.inFlight = new Map();
+    this.creditTimeoutMs = MIN_CREDIT_TIMEOUT_MS;
+    this.nextFrameId = 1;
+    this.retry = { attempt: 0, at: null, timer: null };
+
+    this.framesSent = 0;
+    this.results = 0;
+    this.frameErrors = 0;
+    this.creditsExpired = 0;
+    this.lastStats = null;
+  }
+
+  /** Frames the server dropped, over all sessions of this page (per results and stats). */
+  get dropped() {
+    const { fromResults, fromStats } = this.#sessionDropped;
+    return this.#droppedBefore + Math.max(fromResults, fromStats);
+  }
+
+  get limits() {
+    return this.session?.limits ?? null;
+  }
+
+  /** True when a frame may be captured and sent now. */
+  get hasCredit() {
+    return this.state === "connected" && this.inFlight.size < this.maxInFlight;
+  }
+
+  start() {
+    if (this.#wanted) return;
+    this.#wanted = true;
+    this.retry.attempt = 0;
+    this.#open("connecting");
+  }
+
+  stop() {
+    this.#wanted = false;
+    clearTimeout(this.retry.timer);
+    this.retry.timer = null;
+    this.retry.at = null;
+    const socket = this.socket;
+    this.#endSession();
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000, "client stopped");
+    this.#setState("idle");
+  }
+
+  /** Takes a credit for a frame about to be captured; null when none is free. */
+  reserve() {
+    if (!this.hasCredit) return null;
+    const frameId = this.nextFrameId;
+    this.nextFrameId = (this.nextFrameId + 1) >>> 0 || 1;
+    this.inFlight.set(frameId, performance.now());
+    return frameId;
+  }
+
+  /** Gives back a reserved credit whose frame was never sent (e.g. encoding failed). */
+  cancel(frameId) {
+    if (this.inFlight.delete(frameId)) this.#creditFreed();
+  }
+
+  /**
+   * Sends a reserved frame. Returns false when the frame can no longer go out (the session it
+   * was reserved in has ended, or it exceeds the server's message limit).
+   * @param {number} frameId
+   * @param {number} ts  capture time, performance.now() clock
+   * @param {ArrayBuffer} image  encoded JPEG
+   */
+  send(frameId, ts, image) {
+    if (!this.inFlight.has(frameId) || this.socket?.readyState !== WebSocket.OPEN) return false;
+    const limit = this.limits?.max_message_bytes;
+    if (limit && image.byteLength + 16 > limit) {
+      this.cancel(frameId);
+      this.#problem("warning", "frame_too_big",
+        `A frame is ${(image.byteLength / 1e6).toFixed(1)} MB, more than the server accepts; lower the resolution or the JPEG quality.`);
+      return false;
+    }
+    this.socket.send(encodeFrame(frameId, ts, image));
+    this.inFlight.set(frameId, performance.now());
+    this.framesSent++;
+    this.dispatchEvent(new CustomEvent("sent", { detail: { frameId, ts, bytes: image.byteLength } }));
+    return true;
+  }
+
+  requestStats() {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(STATS_REQUEST);
+  }
+
+  // --- connection -------------------------------------------------------------------------
+
+  /** @param {StreamState} state */
+  #open(state) {
+    this.#setState(state);
+    let socket;
+    try {
+      socket = new WebSocket(this.url);
+    } catch (error) {
+      this.#problem("error", "bad_url", `Cannot open ${this.url}: ${error.message}`);
+      return;
+    }
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    let opened = false;
+    let fatal = null;
+    socket.addEventListener("open", () => {
+      opened = true;
+      socket.send(helloMessage({ parts: this.parts, fps: this.fps }));
+    });
+    socket.addEventListener("message", (event) => {
+      if (this.socket !== socket || typeof event.data !== "string") return;
+      const msg = parseServerMessage(event.data);
+      if (msg?.type === "error" && msg.fatal) fatal = msg;
+      if (msg) this.#onMessage(msg);
+    });
+    socket.addEventListener("close", (event) => {
+      if (this.socket !== socket) return;
+      this.#endSession();
+      if (!this.#wanted) return;
+      this.#onDrop({ opened, code: event.code, fatal });
+    });
+  }
+
+  async #onDrop({ opened, code, fatal }) {
+    this.#setState(this.state === "reconnecting" ? "reconnecting" : "disconnected");
+    let reason = fatal ? describeError(fatal.code, fatal.message) : describeClose(code);
+    let retryAfterMs = 0;
+    if (!opened) {
+      // The browser hides why an upgrade failed; ask the endpoint over plain HTTP.
+      const refusal = await explainRefusal(this.url);
+      if (!this.#wanted || this.socket || this.retry.timer) return; // stopped or restarted meanwhile
+      if (refusal) {
+        reason = refusal.text;
+        retryAfterMs = refusal.retryAfterS * 1000;
+      }
+    }
+    if (reason) this.#problem("error", fatal?.code ?? `close_${code}`, reason);
+    this.#scheduleReconnect(retryAfterMs);
+  }
+
+  #scheduleReconnect(minDelayMs) {
+    const backoff = Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** this.retry.attempt);
+    const delay = Math.max(minDelayMs, backoff * (0.8 + 0.4 * Math.random()));
+    this.retry.attempt++;
+    this.retry.at = performance.now() + delay;
+    clearTimeout(this.retry.timer);
+    this.retry.timer = setTimeout(() => {
+      this.retry.timer = null;
+      this.retry.at = null;
+      if (this.#wanted) this.#open("reconnecting");
+    }, delay);
+    this.#emitState();
+  }
+
+  #endSession() {
+    if (this.socket) this.socket = null;
+    const { fromResults, fromStats } = this.#sessionDropped;
+    this.#droppedBefore += Math.max(fromResults, fromStats);
+    this.#sessionDropped = { fromResults: 0, fromStats: 0 };
+    this.session = null;
+    this.inFlight.clear();
+    clearInterval(this.#sweepTimer);
+    this.#sweepTimer = null;
+  }
+
+  // --- messages ---------------------------------------------------------------------------
+
+  #onMessage(msg) {
+    switch (msg.type) {
+      case "ready":
+        this.session = msg;
+        this.creditTimeoutMs = Math.max(MIN_CREDIT_TIMEOUT_MS, 4 * (msg.limits?.max_frame_age_ms ?? 0));
+        this.retry.attempt = 0;
+        this.#sweepTimer = setInterval(() => this.#expireCredits(), 250);
+        this.#setState("connected");
+        this.dispatchEvent(new CustomEvent("ready", { detail: msg }));
+        this.#creditFreed();
+        break;
+      case "result":
+        this.#onResult(msg);
+        break;
+      case "stats":
+        this.lastStats = msg;
+        if (typeof msg.dropped_total === "number") this.#sessionDropped.fromStats = msg.dropped_total;
+        this.dispatchEvent(new CustomEvent("stats", { detail: msg }));
+        break;
+      case "error":
+        if (Number.isInteger(msg.frame)) {
+          this.frameErrors++;
+          this.cancel(msg.frame);
+        }
+        this.#problem(msg.fatal ? "error" : "warning", msg.code, describeError(msg.code, msg.message));
+        break;
+      case "warning":
+        this.#problem("warning", msg.code, msg.message || describeError(msg.code));
+        break;
+      default:
+        break; // unknown types are ignored, as the protocol says
+    }
+  }
+
+  #onResult(result) {
+    const now = performance.now();
+    this.results++;
+    if (typeof result.dropped === "number") this.#sessionDropped.fromResults += result.dropped;
+    let freed = this.inFlight.delete(result.frame);
+    for (const frameId of this.inFlight.keys()) {
+      // Answered in order: an earlier frame still unanswered will never get a result.
+      if (frameId < result.frame) freed = this.inFlight.delete(frameId) || freed;
+    }
+    const latencyMs = typeof result.ts === "number" ? now - result.ts : null;
+    this.dispatchEvent(new CustomEvent("result", { detail: { result, latencyMs, receivedAt: now } }));
+    if (freed) this.#creditFreed();
+  }
+
+  #expireCredits() {
+    const cutoff = performance.now() - this.creditTimeoutMs;
+    let freed = false;
+    for (const [frameId, since] of this.inFlight) {
+      if (since < cutoff) {
+        this.inFlight.delete(frameId);
+        this.creditsExpired++;
+        freed = true;
+      }
+    }
+    if (freed) {
+      this.requestStats();
+      this.#creditFreed();
+    }
+  }
+
+  #creditFreed() {
+    this.dispatchEvent(new Event("credit"));
+  }
+
+  #problem(level, code, text) {
+    this.dispatchEvent(new CustomEvent("problem", { detail: { level, code, text } }));
+  }
+
+  #setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.#emitState();
+  }
+
+  #emitState() {
+    this.dispatchEvent(new CustomEvent("state", { detail: { state: this.state, retryAt: this.retry.at } }));
+  }
+}
+
+/**
+ * Why did the upgrade fail? A plain GET to the same URL gets the server's JSON refusal
+ * (`{"error": {"code", "message"}}`, with Retry-After on 503), or shows it is unreachable.
+ * @returns {Promise<{text: string, retryAfterS: number} | null>}
+ */
+export async function explainRefusal(wsUrl) {
+  let response;
+  try {
+    response = await fetch(probeUrl(wsUrl), { cache: "no-store", signal: AbortSignal.timeout(3000) });
+  } catch {
+    return { text: `Cannot reach the server at ${new URL(wsUrl).host}.`, retryAfterS: 0 };
+  }
+  if (response.ok) return null;
+  const retryAfterS = Number(response.headers.get("Retry-After")) || 0;
+  let code = null;
+  let message = "";
+  try {
+    const body = await response.json();
+    code = body?.error?.code ?? null;
+    message = body?.error?.message ?? "";
+  } catch {
+    // not the documented JSON refusal: fall back on the status
+  }
+  if (code) return { text: describeError(code, message), retryAfterS };
+  const byStatus = {
+    401: "unauthorized",
+    403: "origin_not_allowed",
+    503: "server_full",
+  };
+  if (byStatus[response.status]) return { text: describeError(byStatus[response.status]), retryAfterS };
+  // Typically 400 "not a WebSocket request": the server is up but refused this browser's upgrade,
+  // and a plain request cannot tell why (an Origin check only applies to the upgrade).
+  return {
+    text: "The server refused the connection, perhaps because this page's address is not on its origin allow-list.",
+    retryAfterS,
+  };
+}
