@@ -105,8 +105,6 @@ def _provision(
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist (given for the {name} bundle)")
         return Provisioned(name, path, sha256_file(path), "explicit")
-    from .selfcheck import self_check
-
     dest = (cache_dir or default_cache_dir()) / BUNDLES[name]
     with locked(dest):
         if not force:
@@ -117,6 +115,8 @@ def _provision(
         counts: dict[str, int] = {}
 
         def verify(staged: Path) -> None:
+            from .selfcheck import self_check  # imports mediapipe: only when needed
+
             counts.update(self_check(name, staged))
 
         if allow_download:
