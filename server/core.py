@@ -187,5 +187,5 @@ class Core:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if session.hello is not None:
+                if session.live:
                     session.send_control(protocol.dumps(session.stats(now)))

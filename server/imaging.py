@@ -59,7 +59,7 @@ def decode_rgb(
         raise ImageError("image_too_large", str(exc)) from None
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError):
         raise ImageError("undecodable", "cannot decode the image (corrupt or truncated)") from None
     if exif_orientation:
         image = ImageOps.exif_transpose(image)

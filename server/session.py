@@ -50,6 +50,7 @@ class Session:
         self.peer = peer
         self.stream = stream
         self.hello: Hello | None = None
+        self.live = False  # `ready` was sent: from now on stats flow
         self.pipeline = ""
         self.wanted: tuple[str, ...] = ()
         self.slot: FrameSlot[FramePayload] = FrameSlot()

@@ -179,6 +179,7 @@ async def _on_hello(ws: web.WebSocketResponse, core: Core, session: Session, msg
     if hub is not None and session.stream is not None:
         hub.publish(session)
     session.send_control(protocol.dumps(_ready(core, session)))
+    session.live = True
     return True
 
 

@@ -1,0 +1,247 @@
+"""Fast unit tests of the pure core: codec, frame slot, scheduler, admission, outbox, security."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image
+
+from holistream import protocol
+from holistream.protocol import ProtocolError
+from server.admission import AdmissionPolicy, Budget, PipelineCost
+from server.frame_slot import FrameSlot, Pending
+from server.imaging import ImageError, decode_rgb
+from server.outbox import Outbox
+from server.scheduler import FairScheduler
+from server.session import FramePayload, Session
+from server.web_security import client_address, origin_allowed, token_ok
+
+# ------------------------------------------------------------------------------------- codec
+
+
+def test_frame_roundtrip_and_refusals() -> None:
+    data = protocol.encode_frame(7, 1234.5, b"\xff\xd8\xffimage")
+    frame = protocol.decode_frame(data)
+    assert (frame.frame_id, frame.ts, frame.image) == (7, 1234.5, b"\xff\xd8\xffimage")
+    with pytest.raises(ProtocolError) as short:
+        protocol.decode_frame(b"HSF1")
+    assert short.value.code == "bad_frame"
+    with pytest.raises(ProtocolError) as magic:
+        protocol.decode_frame(b"XXXX" + data[4:])
+    assert magic.value.code == "bad_frame"
+    with pytest.raises(ProtocolError) as nan:
+        protocol.decode_frame(protocol.encode_frame(3, math.nan, b""))
+    assert (nan.value.code, nan.value.frame) == ("bad_timestamp", 3)
+
+
+def test_hello_validation() -> None:
+    hello = protocol.parse_hello({"type": "hello", "protocol": 1, "parts": ["pose", "face"]})
+    assert hello.parts == ("face", "pose") and hello.format == "json"
+    assert protocol.pipeline_for(("face",)) == "face"
+    assert protocol.pipeline_for(("face", "pose")) == "holistic"
+    cases = [
+        ({"protocol": 2}, "unsupported_protocol"),
+        ({"protocol": 1, "parts": ["feet"]}, "bad_hello"),
+        ({"protocol": 1, "parts": []}, "bad_hello"),
+        ({"protocol": 1, "format": "xml"}, "bad_hello"),
+        ({"protocol": 1, "fps": 0}, "bad_hello"),
+        ({"protocol": 1, "rig": "yes"}, "bad_hello"),
+    ]
+    for msg, code in cases:
+        with pytest.raises(ProtocolError) as exc:
+            protocol.parse_hello(msg)
+        assert exc.value.code == code, msg
+
+
+def test_parse_message_refuses_non_objects() -> None:
+    for text in ("not json", "[1,2]", '{"no_type": 1}', '{"type": 5}'):
+        with pytest.raises(ProtocolError) as exc:
+            protocol.parse_message(text)
+        assert exc.value.code == "bad_message"
+
+
+def _sample_result() -> protocol.Result:
+    rng = np.random.default_rng(0)
+    parts = {
+        name: protocol.round_landmarks(rng.random((protocol.PART_POINTS[name],
+                                                    protocol.PART_STRIDES[name])))
+        for name in protocol.PART_NAMES
+    }
+    parts["left_hand"] = None
+    return protocol.Result(5, 4, 99.5, 2, 640, 480, "holistic", parts,
+                           protocol.Timing(1.0, 2.0, 30.0, 33.0))
+
+
+def test_binary_and_json_results_carry_the_same_values() -> None:
+    result = _sample_result()
+    as_json = protocol.decode_result_json(orjson.loads(protocol.encode_result_json(result)))
+    binary = protocol.encode_result_binary(result)
+    as_bin = protocol.decode_result_binary(binary)
+    assert (as_bin.frame, as_bin.seq, as_bin.ts, as_bin.dropped) == (5, 4, 99.5, 2)
+    assert as_json.parts["left_hand"] is None and "left_hand" not in as_bin.parts
+    for name, arr in result.parts.items():
+        if arr is None:
+            continue
+        np.testing.assert_array_equal(as_bin.parts[name], arr)
+        np.testing.assert_allclose(as_json.parts[name], arr, atol=0, rtol=0)
+    assert len(binary) < 0.5 * len(protocol.encode_result_json(result))
+
+
+def test_wire_parts_follow_options() -> None:
+    assert protocol.wire_parts(("face",), True) == ("face",)
+    assert protocol.wire_parts(("hands", "pose"), False) == ("pose", "left_hand", "right_hand")
+
+
+# ------------------------------------------------------------------------------- frame slot
+
+
+def test_slot_latest_frame_wins_and_books_balance() -> None:
+    slot: FrameSlot[int] = FrameSlot()
+    slot.offer(Pending(1, 0.0, 1))
+    slot.offer(Pending(2, 0.0, 2))  # supersedes 1
+    taken = slot.take(0.01, 0.5)
+    assert taken is not None and taken.frame_id == 2
+    slot.offer(Pending(3, 0.02, 3))
+    assert slot.take(0.03, 0.5) is None  # one in flight at most
+    assert slot.finish(2) is not None
+    assert slot.take(1.0, 0.5) is None  # frame 3 went stale
+    assert dict(slot.dropped) == {"superseded": 1, "stale": 1}
+    assert slot.take_unreported() == 2 and slot.take_unreported() == 0
+    assert slot.received == slot.processed + slot.dropped_total
+
+
+def test_slot_clear_counts_everything_held() -> None:
+    slot: FrameSlot[int] = FrameSlot()
+    slot.offer(Pending(1, 0.0, 1))
+    slot.take(0.0, 1.0)
+    slot.offer(Pending(2, 0.0, 2))
+    assert slot.clear("closing") == 2
+    assert slot.dropped["closing"] == 2 and slot.received == slot.dropped_total
+
+
+# -------------------------------------------------------------------------------- scheduler
+
+
+def test_scheduler_is_round_robin_and_idempotent() -> None:
+    sched: FairScheduler[str] = FairScheduler()
+    for key in "abca":
+        sched.ready(key)
+    assert len(sched) == 3
+    order = [sched.next() for _ in range(3)]
+    assert order == ["a", "b", "c"] and sched.next() is None
+    sched.ready("x")
+    sched.ready("y")
+    sched.remove("x")
+    assert sched.next() == "y"
+
+
+# -------------------------------------------------------------------------------- admission
+
+
+def test_admission_prices_pipelines_by_cost() -> None:
+    costs = {"holistic": PipelineCost(40.0, 140 << 20), "face": PipelineCost(5.0, 30 << 20)}
+    policy = AdmissionPolicy(Budget(workers=2, memory_bytes=4 << 30, max_sessions=100), costs)
+    assert policy.capacity("holistic", 15) == 3  # 2000 ms/s / (15 × 40 ms)
+    assert policy.capacity("face", 15) == 26
+    for i in range(3):
+        assert policy.admit(i, "holistic", 15).admitted
+    refused = policy.admit(99, "holistic", 15)
+    assert not refused.admitted and "CPU" in refused.reason
+    policy.release(0)
+    assert policy.admit(99, "holistic", 15).admitted
+
+
+def test_admission_memory_and_count_caps() -> None:
+    costs = {"holistic": PipelineCost(1.0, 100 << 20)}
+    policy = AdmissionPolicy(Budget(workers=8, memory_bytes=250 << 20, max_sessions=10), costs)
+    assert policy.admit("a", "holistic", 1).admitted
+    assert policy.admit("b", "holistic", 1).admitted
+    assert "memory" in policy.admit("c", "holistic", 1).reason
+    capped = AdmissionPolicy(Budget(workers=8, memory_bytes=1 << 40, max_sessions=1), costs)
+    assert capped.admit("a", "holistic", 1).admitted
+    assert "limit" in capped.admit("b", "holistic", 1).reason
+    assert capped.admit("a", "holistic", 2).admitted  # changing its own reservation fits
+
+
+# ----------------------------------------------------------------------------------- outbox
+
+
+def test_outbox_keeps_latest_result_and_bounds_control() -> None:
+    box: Outbox[int] = Outbox(max_control=2)
+    assert box.put_result(1) is None
+    assert box.put_result(2) == 1
+    assert box.put_control("a") and box.put_control("b") and not box.put_control("c")
+    assert [box.pop(), box.pop(), box.pop(), box.pop()] == ["a", "b", 2, None]
+    assert box.control_dropped == 1
+
+
+def test_session_carries_backpressure_drops_into_next_result() -> None:
+    session = Session(peer="test", stream=None)
+    session.configure(protocol.Hello(parts=("face",)))
+    for frame_id in (1, 2):
+        session.offer(frame_id, FramePayload(float(frame_id), b""), 0.0)
+        pending = session.slot.take(0.0, 10.0)
+        assert pending is not None and session.slot.finish(frame_id) is not None
+        session.deliver(pending, 1, 1, {"face": None}, 0.0, 0.0, None, 0.0)
+    sent = session.outbox.pop()
+    assert sent is not None and not isinstance(sent, str)
+    assert sent.result.frame == 2 and sent.result.dropped == 1  # frame 1's result was lost
+    assert session.slot.dropped["backpressure"] == 1
+
+
+def test_mp_timestamps_strictly_increase_whatever_the_client_sends() -> None:
+    session = Session(peer="test", stream=None)
+    stamps = [session.mp_timestamp(ts) for ts in (1000.0, 1033.3, 1033.3, 900.0, 1100.0)]
+    assert stamps == [0, 33, 34, 35, 100]
+
+
+# --------------------------------------------------------------------------------- security
+
+
+def test_origin_rules() -> None:
+    assert origin_allowed(None, "h:8000", [])
+    assert origin_allowed("http://localhost:3000", "h:8000", [])
+    assert origin_allowed("http://[::1]:3000", "h:8000", [])
+    assert origin_allowed("https://h:8000", "h:8000", [])
+    assert not origin_allowed("https://evil.example", "h:8000", [])
+    assert origin_allowed("https://app.example", "h:8000", ["https://app.example"])
+    assert not origin_allowed("null", "h:8000", [])
+
+
+def test_token_and_forwarded_address() -> None:
+    assert token_ok(None, {}, {})
+    assert token_ok("s3", {"Authorization": "Bearer s3"}, {})
+    assert token_ok("s3", {}, {"token": "s3"})
+    assert not token_ok("s3", {"Authorization": "Bearer nope"}, {})
+    assert client_address("10.0.0.1", "1.2.3.4", ["10.0.0.1"]) == "1.2.3.4"
+    assert client_address("10.0.0.9", "1.2.3.4", ["10.0.0.1"]) == "10.0.0.9"  # untrusted peer
+    assert client_address("10.0.0.1", "6.6.6.6, 1.2.3.4, 10.0.0.2", ["10.0.0.1", "10.0.0.2"]) == (
+        "1.2.3.4"
+    )
+
+
+# ---------------------------------------------------------------------------------- imaging
+
+
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_imaging_refusals() -> None:
+    rgb = decode_rgb(_png(8, 4), max_pixels=1000, max_side=100)
+    assert rgb.shape == (4, 8, 3) and rgb.dtype == np.uint8
+    cases = [
+        (b"GIF89a....", "unsupported_image"),
+        (_png(200, 200), "image_too_large"),
+        (_png(8, 4)[:40], "undecodable"),
+    ]
+    for data, code in cases:
+        with pytest.raises(ImageError) as exc:
+            decode_rgb(data, max_pixels=1000, max_side=100)
+        assert exc.value.code == code
