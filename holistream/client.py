@@ -1,0 +1,427 @@
+"""A small asyncio client for holistream protocol v1 (docs/protocol.md), on `websockets`.
+
+    async with subscribe("ws://127.0.0.1:8000", "alice") as sub:
+        async for msg in sub:
+            if isinstance(msg, Result) and msg.parts.get("pose") is not None:
+                print(msg.frame, msg.parts["pose"][0, :2])
+
+A producer sends frames with `await client.send_frame(jpeg_bytes)`; the call waits while
+`max_in_flight` frames are unanswered, so a fast sender cannot queue up stale frames (credits come
+back on a result, an error naming the frame, or drops the server reports; a safety timeout frees a
+credit nobody answers). A background task reads the socket, so credits return even when the
+application is slow to iterate; messages wait for it in a bounded queue (the oldest is discarded
+when full, counted in `local_dropped`: a real-time consumer wants the newest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from holistream.protocol import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    Result,
+    decode_result_binary,
+    decode_result_json,
+    dumps,
+    encode_frame,
+    parse_message,
+)
+from loadgen.credits import Ledger
+
+__all__ = [
+    "Client", "ErrorMsg", "HolistreamError", "Other", "Ready", "Rejected", "Result",
+    "SessionClosed", "Stats", "StreamEvent", "WarningMsg", "connect", "subscribe",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    session: str = ""
+    role: str = ""
+    pipeline: str | None = None
+    parts: Sequence[str] = ()
+    format: str = "json"
+    stream: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The session's counters (docs/protocol.md, `stats`); `raw` has every field sent."""
+
+    received: int = 0
+    results: int = 0
+    errors: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    dropped_total: int = 0
+    pending: int = 0
+    in_flight: int = 0
+    fps_in: float = 0.0
+    fps_out: float = 0.0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMsg:
+    code: str = ""
+    message: str = ""
+    frame: int | None = None  # set when the error resolves that frame
+    fatal: bool = False  # the server closes the connection right after
+
+
+@dataclass(frozen=True, slots=True)
+class WarningMsg:
+    code: str = ""
+    message: str = ""
+
+
+Warning = WarningMsg  # the protocol's name for it; not exported via __all__
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    type: str = ""  # stream_started | stream_ended
+    stream: str = ""
+    pipeline: str | None = None
+    parts: Sequence[str] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Other:
+    """Any other message (`configured`, or a type newer than this client)."""
+
+    type: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+Message = Result | Stats | ErrorMsg | WarningMsg | StreamEvent | Other
+_TYPES: dict[str, type[Any]] = {
+    "ready": Ready, "stats": Stats, "error": ErrorMsg, "warning": WarningMsg,
+    "stream_started": StreamEvent, "stream_ended": StreamEvent,
+}  # fmt: skip
+
+
+class HolistreamError(Exception):
+    """Base of this client's errors."""
+
+
+class Rejected(HolistreamError):
+    """The server refused the WebSocket upgrade (HTTP status, e.g. 503 `server_full`)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+class SessionClosed(HolistreamError):
+    """The session ended; `code` is the WebSocket close code, `error` the fatal error if any."""
+
+    def __init__(self, code: int | None, reason: str | None, error: ErrorMsg | None) -> None:
+        super().__init__(f"session closed ({code}): {error.message if error else reason}")
+        self.code, self.reason, self.error = code, reason, error
+
+
+def _typed(msg: dict[str, Any]) -> Any:
+    """A parsed JSON message as a typed object; fields the class does not know are ignored."""
+    kind = msg["type"]
+    if kind == "result":
+        return decode_result_json(msg)
+    cls = _TYPES.get(kind, Other)
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in msg.items() if k in names}
+    if "raw" in names:
+        values["raw"] = msg
+    if cls is ErrorMsg and not isinstance(values.get("frame"), int):
+        values["frame"] = None
+    return cls(**values)
+
+
+def decode(data: str | bytes) -> Message:
+    """Any server message, text or binary, as a typed object."""
+    if isinstance(data, bytes):
+        return decode_result_binary(data)
+    return _typed(parse_message(data))
+
+
+def endpoint(url: str, path: str, query: Mapping[str, str | None]) -> str:
+    """`url` as given, or with `path` when it names only the server; plus the query."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL: {url!r} (use ws:// or wss://)")
+    new_path = parts.path if parts.path not in ("", "/") else path
+    pairs = [(k, v) for k, v in query.items() if v is not None]
+    q = "&".join(x for x in (parts.query, urlencode(pairs)) if x)
+    return urlunsplit((parts.scheme, parts.netloc, new_path, q, ""))
+
+
+def _rejected(exc: InvalidStatus) -> Rejected:
+    response = exc.response
+    code, message = "http_error", ""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        err = orjson.loads(response.body or b"{}")["error"]
+        code, message = str(err["code"]), str(err["message"])
+    retry: float | None = None
+    with contextlib.suppress(TypeError, ValueError):
+        retry = float(response.headers.get("Retry-After", ""))
+    return Rejected(response.status_code, code, message, retry)
+
+
+class Client:
+    """One holistream session (producer or subscriber). Create it with `connect`/`subscribe`."""
+
+    def __init__(
+        self, ws: ClientConnection, *, max_in_flight: int, credit_timeout: float, queue: int
+    ) -> None:
+        self.ws = ws
+        self.ready: Ready | None = None
+        self.ledger = Ledger(max_in_flight)
+        self.credit_timeout = credit_timeout
+        self.local_dropped = 0
+        self.last_latency_ms: float | None = None  # send -> result of the latest matched frame
+        self.fatal: ErrorMsg | None = None
+        self._next_id = 0
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(max(1, queue))
+        self._credit = asyncio.Event()
+        self._stats_waiters: list[asyncio.Future[Stats]] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _start(self, hello: dict[str, Any], timeout: float) -> None:
+        await self.ws.send(dumps(hello))
+        try:
+            async with asyncio.timeout(timeout):
+                while (msg := parse_message(await self.ws.recv()))["type"] != "ready":
+                    if msg["type"] == "error" and msg.get("fatal"):
+                        self.fatal = _typed(msg)
+        except ConnectionClosed:
+            raise self._closed() from None
+        self.ready = _typed(msg)
+        self._reader = asyncio.create_task(self._read_loop(), name="holistream-client-reader")
+
+    # ------------------------------------------------------------------ sending
+
+    @property
+    def in_flight(self) -> int:
+        return self.ledger.in_flight
+
+    async def send_frame(self, image: bytes, ts: float | None = None) -> int:
+        """Send one encoded image (JPEG/PNG/WebP); waits for a credit first. Returns its id."""
+        while not self.ledger.has_credit():
+            if self._reader is None or self._reader.done():
+                raise self._closed()
+            now = time.monotonic()
+            if self.ledger.expire(now, self.credit_timeout):
+                break
+            oldest = self.ledger.oldest_pending_at()
+            wait = self.credit_timeout - (now - oldest) if oldest is not None else 0.05
+            self._credit.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.001, wait)):
+                    await self._credit.wait()
+        frame_id = self._next_id
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        now = time.monotonic()
+        self.ledger.add(frame_id, now)
+        try:
+            await self.ws.send(encode_frame(frame_id, now * 1000.0 if ts is None else ts, image))
+        except ConnectionClosed:
+            raise self._closed() from None
+        return frame_id
+
+    async def stats(self, timeout: float = 5.0) -> Stats:
+        """Ask for the session's counters; returns the next `stats` message."""
+        waiter: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
+        self._stats_waiters.append(waiter)
+        await self.ws.send(dumps({"type": "stats"}))
+        async with asyncio.timeout(timeout):
+            return await waiter
+
+    async def configure(self, **options: Any) -> None:
+        """Change what is tracked (`parts`, `world`, `rig`, `fps`); the reply is an `Other`."""
+        await self.ws.send(dumps({"type": "configure", **options}))
+
+    def _closed(self) -> SessionClosed:
+        return SessionClosed(self.ws.close_code, self.ws.close_reason, self.fatal)
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _read_loop(self) -> None:
+        try:
+            async for data in self.ws:
+                try:
+                    msg = decode(data)
+                except (ProtocolError, KeyError, ValueError, TypeError):
+                    continue  # a message this client cannot read: ignore it, as v1 asks
+                self._account(msg)
+                if self._queue.full():
+                    self._queue.get_nowait()
+                    self.local_dropped += 1
+                self._queue.put_nowait(msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._credit.set()
+            for waiter in self._stats_waiters:
+                if not waiter.done():
+                    waiter.set_exception(self._closed())
+            if self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    def _account(self, msg: Message) -> None:
+        released = 0
+        if isinstance(msg, Result):
+            res = self.ledger.on_result(msg.frame, msg.dropped)
+            released = res.released
+            if res.sent_at is not None:
+                self.last_latency_ms = (time.monotonic() - res.sent_at) * 1000.0
+        elif isinstance(msg, ErrorMsg):
+            if msg.fatal:
+                self.fatal = msg
+            if msg.frame is not None:
+                released = self.ledger.on_error(msg.frame).released
+        elif isinstance(msg, Stats):
+            quiet = {"pending": msg.pending, "in_flight": msg.in_flight}
+            released = self.ledger.on_stats(msg.dropped_total, received=msg.received, **quiet)
+            for waiter in self._stats_waiters:
+                if not waiter.done():
+                    waiter.set_result(msg)
+            self._stats_waiters.clear()
+        if released:
+            self._credit.set()
+
+    async def recv(self) -> Message:
+        """The next message; raises SessionClosed once the session is over."""
+        msg = await self._queue.get()
+        if msg is None:
+            self._queue.put_nowait(None)  # stay closed for every later call
+            raise self._closed()
+        return msg
+
+    def __aiter__(self) -> Client:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except SessionClosed:
+            raise StopAsyncIteration from None
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Close the WebSocket (code 1000) and stop the reader."""
+        await self.ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _Connecting:
+    """What `connect`/`subscribe` return: `await` it, or use it with `async with`."""
+
+    def __init__(self, factory: Awaitable[Client]) -> None:
+        self._factory = factory
+        self._client: Client | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._factory.__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._factory
+        return self._client
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+async def _open(
+    url: str, hello: dict[str, Any], token: str | None, open_timeout: float, **options: Any
+) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        ws = await ws_connect(
+            url, additional_headers=headers, open_timeout=open_timeout, max_size=16 * 2**20
+        )
+    except InvalidStatus as exc:
+        raise _rejected(exc) from None
+    client = Client(ws, **options)
+    try:
+        await client._start(hello, open_timeout)
+    except BaseException:
+        await ws.close()
+        raise
+    return client
+
+
+def connect(
+    url: str = "ws://127.0.0.1:8000",
+    *,
+    stream: str | None = None,
+    token: str | None = None,
+    parts: Sequence[str] = ("face", "hands", "pose"),
+    world: bool = True,
+    format: str = "json",
+    rig: bool | dict[str, bool] = False,
+    fps: float = 15.0,
+    client: str = "holistream-python/0.1",
+    max_in_flight: int = 2,
+    credit_timeout: float = 5.0,
+    open_timeout: float = 10.0,
+    queue: int = 256,
+) -> _Connecting:
+    """A producer session on `/ws` (publishing as `stream` if given), hello sent, ready received.
+
+    `url` is the server (`ws://host:port`) or the full endpoint URL.
+    """
+    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "parts": list(parts)}
+    hello |= {"world": world, "format": format, "rig": rig, "fps": fps, "client": client}
+    url = endpoint(url, "/ws", {"stream": stream, "parts": ",".join(parts)})
+    return _Connecting(
+        _open(url, hello, token, open_timeout, max_in_flight=max_in_flight,
+              credit_timeout=credit_timeout, queue=queue)
+    )  # fmt: skip
+
+
+def subscribe(
+    url: str,
+    stream: str,
+    *,
+    token: str | None = None,
+    format: str = "json",
+    rig: bool | dict[str, bool] = False,
+    open_timeout: float = 10.0,
+    queue: int = 256,
+) -> _Connecting:
+    """A read-only session on `/ws/subscribe?stream=NAME`: every result of that stream."""
+    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "format": format, "rig": rig}
+    url = endpoint(url, "/ws/subscribe", {"stream": stream})
+    return _Connecting(
+        _open(url, hello, token, open_timeout, max_in_flight=1, credit_timeout=1.0, queue=queue)
+    )
