@@ -266,3 +266,43 @@ def test_download_path_installs_a_verified_bundle(
     assert result.source == "download"
     assert result.counts == {"pose": 33}
     assert result.path.read_bytes() == body
+
+
+@pytest.mark.parametrize("junk_then_fail", [True, False])
+def test_failed_build_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, junk_then_fail: bool
+) -> None:
+    """A build that dies half-way, or whose output fails the self-check, leaves nothing."""
+    import server.model
+
+    def broken_write(self: object, name: str, dest: Path) -> None:
+        dest.write_bytes(b"PK\x03\x04 half a bundle")
+        if junk_then_fail:
+            raise ModelError("build died")
+
+    monkeypatch.setattr(server.model._Legacy, "write", broken_write)
+    with pytest.raises(ModelError, match="build died" if junk_then_fail else "self-check"):
+        resolve_model("pose", cache_dir=tmp_path, allow_download=False, log=lambda _: None)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_per_bundle(
+    built: tuple[Path, list[Provisioned]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.model import cli
+
+    assert cli.main(["--cache-dir", str(built[0]), "--offline"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(BUNDLES)
+    assert all(" cache " in line and "sha256:" in line for line in lines)
+    assert "face=478 pose=33 left_hand=21 right_hand=21" in lines[0]
+
+
+def test_cli_fails_clearly_on_a_missing_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.model import cli
+
+    assert cli.main(["--model", str(tmp_path / "nope.task"), "--only", "holistic"]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -104,7 +104,10 @@ def _provision(
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist (given for the {name} bundle)")
-        return Provisioned(name, path, sha256_file(path), "explicit")
+        try:
+            return Provisioned(name, path, sha256_file(path), "explicit")
+        except OSError as e:
+            raise ModelError(f"cannot read model file {path}: {e}") from e
     dest = (cache_dir or default_cache_dir()) / BUNDLES[name]
     with locked(dest):
         if not force:

@@ -146,8 +146,11 @@ def write_bundle(members: dict[str, bytes], dest: Path) -> None:
         AlignZipFile,
     )
 
-    with AlignZipFile(dest, mode="w", alignment=_ALIGNMENT) as zf:
-        for name, data in members.items():
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_STORED
-            zf.writestr(info, data)
+    try:
+        with AlignZipFile(dest, mode="w", alignment=_ALIGNMENT) as zf:
+            for name, data in members.items():
+                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_STORED
+                zf.writestr(info, data)
+    except OSError as e:
+        raise ModelError(f"cannot write bundle {dest}: {e}") from e

@@ -59,7 +59,10 @@ def trusted_sha256(path: Path) -> str | None:
     expected = recorded_sha256(path)
     if expected is None or not path.is_file():
         return None
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except OSError:
+        return None
     return actual if actual == expected else None
 
 
@@ -80,9 +83,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def install(staged: Path, dest: Path, digest: str) -> None:
     """Move a verified staged file into place, then record its checksum (in that order)."""
-    os.chmod(staged, 0o644)  # mkstemp makes 0600; the cache is shared by the user's processes
-    os.replace(staged, dest)
-    _write_atomic(sidecar(dest), f"{digest}  {dest.name}\n".encode("ascii"))
+    try:
+        os.chmod(staged, 0o644)  # mkstemp makes 0600; the cache is shared by the user's processes
+        os.replace(staged, dest)
+        _write_atomic(sidecar(dest), f"{digest}  {dest.name}\n".encode("ascii"))
+    except OSError as e:
+        raise ModelError(f"cannot install {dest}: {e}") from e
 
 
 @contextlib.contextmanager
