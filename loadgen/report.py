@@ -19,8 +19,8 @@ JSON report (`--json PATH`), version 1:
         "per_session_fps": {min, median, mean, max, jain},
         "errors": {kind: count},
         "generator": {cpu_pct_mean, cpu_pct_max, host_cpu_pct_mean, lag_ms: {...},
-                      bottleneck, reasons: [str]},
-        "server": {metrics_url, cpu_cores, cpu_pct},
+                      send_block_ms: {...}, bottleneck, reasons: [str]},
+        "server": {metrics_url, cpu_cores, cpu_pct, main_cpu_cores, workers_cpu_cores},
         "timeline": [{t, connected, sent_per_s, results_per_s, p50_ms, p99_ms, dropped, errors,
                       generator_cpu, host_cpu}]}]}
 """
@@ -102,9 +102,12 @@ def stage_table(s: dict[str, Any]) -> Table:
     t.add_row(
         "generator",
         f"cpu mean {_num(g['cpu_pct_mean'], '{:.0f}')}%  max {_num(g['cpu_pct_max'], '{:.0f}')}%"
-        f"  host {_num(g['host_cpu_pct_mean'], '{:.0f}')}%  lag p99 {_ms(g['lag_ms']['p99'])} ms",
+        f"  host {_num(g['host_cpu_pct_mean'], '{:.0f}')}%  lag p99 {_ms(g['lag_ms']['p99'])} ms"
+        f"  send blocked p99 {_ms(g['send_block_ms']['p99'])} ms",
     )
-    t.add_row("server cpu", f"{_num(s['server']['cpu_pct'], '{:.0f}')}% of a core")
+    cores = [_num(s["server"][k], "{:.2f}") for k in ("cpu_cores", "main_cpu_cores")]
+    workers = _num(s["server"]["workers_cpu_cores"], "{:.2f}")
+    t.add_row("server cpu", f"{cores[0]} cores (main {cores[1]}, workers {workers})")
     for reason in g["reasons"]:
         t.add_row("[yellow]warning[/]", f"[yellow]{reason}[/]")
     return t

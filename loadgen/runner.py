@@ -83,7 +83,11 @@ def parse_counter(text: str, name: str) -> float | None:
     return total if found else None
 
 
-async def server_cpu_seconds(url: str | None) -> float | None:
+CPU_COUNTERS = ("process_cpu_seconds_total", "holistream_workers_cpu_seconds_total")
+
+
+async def server_cpu_seconds(url: str | None) -> dict[str, float] | None:
+    """CPU seconds of the server's main process and of its inference workers, if exposed."""
     if url is None:
         return None
 
@@ -95,7 +99,9 @@ async def server_cpu_seconds(url: str | None) -> float | None:
         text = await asyncio.to_thread(fetch)
     except (OSError, ValueError):
         return None
-    return parse_counter(text, "process_cpu_seconds_total")
+    found = {name: parse_counter(text, name) for name in CPU_COUNTERS}
+    values = {name: v for name, v in found.items() if v is not None}
+    return values or None
 
 
 async def run_stage(
@@ -183,16 +189,35 @@ async def run_stage(
     summary["generator"] = generator_health(
         stage, totals, cpu_samples or [t.generator_cpu for t in stage.timeline], host_samples
     )
-    server_cores = None
-    if cpu0 is not None and cpu1 is not None:
-        server_cores = (cpu1 - cpu0) / max(1e-3, stopped - cpu_t0)
-    summary["server"] = {
-        "metrics_url": stage.metrics_url,
-        "cpu_cores": None if server_cores is None else round(server_cores, 3),
-        "cpu_pct": None if server_cores is None else round(100 * server_cores, 1),
-    }
+    summary["server"] = server_cpu(stage.metrics_url, cpu0, cpu1, stopped - cpu_t0)
     summary["timeline"] = [t.to_json() for t in stage.timeline]
     return summary
+
+
+def server_cpu(
+    url: str | None, before: dict[str, float] | None, after: dict[str, float] | None, dt: float
+) -> dict[str, Any]:
+    """Server CPU over the stage in cores (main process + workers), from two /metrics scrapes.
+
+    The workers' counter covers live workers only, so a restart can make it go back: clamped.
+    """
+    cores: dict[str, float] = {}
+    if before and after:
+        for name in CPU_COUNTERS:
+            if name in before and name in after:
+                cores[name] = max(0.0, after[name] - before[name]) / max(1e-3, dt)
+    total = sum(cores.values()) if cores else None
+    return {
+        "metrics_url": url,
+        "cpu_cores": None if total is None else round(total, 3),
+        "cpu_pct": None if total is None else round(100 * total, 1),
+        "main_cpu_cores": _round(cores.get(CPU_COUNTERS[0])),
+        "workers_cpu_cores": _round(cores.get(CPU_COUNTERS[1])),
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
 
 
 def generator_health(
@@ -208,12 +233,12 @@ def generator_health(
             "format"
         )
     lag_p99 = totals.lag.percentile(99)
-    if stage.cfg.mode == "open" and stage.cfg.fps and lag_p99 is not None:
+    if stage.cfg.fps and lag_p99 is not None:
         interval_ms = 1000.0 / stage.cfg.fps
         if lag_p99 > 0.5 * interval_ms:
             reasons.append(
                 f"send schedule lag p99 {lag_p99:.0f} ms (> half the {interval_ms:.0f} ms frame "
-                "interval): frames left late because the generator was busy"
+                "interval): the generator woke late for its frames (busy event loop or CPU)"
             )
     host_mean = sum(host) / len(host) if host else None
     if host_mean is not None and host_mean > HOST_CPU_LIMIT:
@@ -226,6 +251,7 @@ def generator_health(
         "cpu_pct_max": round(max(cpu), 1) if cpu else None,
         "host_cpu_pct_mean": None if host_mean is None else round(host_mean, 1),
         "lag_ms": totals.lag.summary(),
+        "send_block_ms": totals.send_block.summary(),
         "bottleneck": bool(reasons),
         "reasons": reasons,
     }

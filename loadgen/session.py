@@ -202,18 +202,24 @@ class Session:
         image = self.frames[(k + frame_offset(self.index, len(self.frames))) % len(self.frames)]
         frame_id = self.acc.sent(now)
         await ws.send(encode_frame(frame_id, now * 1000.0, image))
+        # A send that waits means the server is not reading fast enough (TCP backpressure):
+        # that lateness is the server's, unlike oversleeping, which is the generator's.
+        self.totals.send_block.record((time.monotonic() - now) * 1000.0)
+
+    async def _sleep_until(self, due: float) -> None:
+        """Sleep until `due`; how late we wake is the generator's own lag (busy loop or CPU)."""
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+            self.totals.lag.record((time.monotonic() - due) * 1000.0)
 
     async def _open_loop(self, ws: ClientConnection) -> None:
         """A camera: a frame on every grid point, whatever comes back."""
         clock = FrameClock(self.cfg.fps, time.monotonic() + phase(self.index, 1 / self.cfg.fps))
         while not self.stop.is_set():
-            due = clock.next_due(time.monotonic())
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                if self.stop.is_set():
-                    break
-            self.totals.lag.record(max(0.0, time.monotonic() - due) * 1000.0)
+            await self._sleep_until(clock.next_due(time.monotonic()))
+            if self.stop.is_set():
+                break
             await self._send(ws, clock.k)
             clock.sent()
         self.record.skipped = clock.skipped
@@ -227,9 +233,7 @@ class Session:
         while not self.stop.is_set():
             next_tick = None
             if clock is not None:
-                due = clock.next_due(time.monotonic())
-                if due > time.monotonic():
-                    await asyncio.sleep(due - time.monotonic())
+                await self._sleep_until(clock.next_due(time.monotonic()))
                 clock.sent()
                 next_tick = clock.due()
             if not await self._await_credit(next_tick):

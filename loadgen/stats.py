@@ -159,7 +159,8 @@ class Totals:
     window: Histogram = field(default_factory=Histogram)  # since the last progress tick
     server_ms: Histogram = field(default_factory=Histogram)  # result.timing.total_ms
     connect: Histogram = field(default_factory=Histogram)
-    lag: Histogram = field(default_factory=Histogram)  # open loop: send time - grid time
+    lag: Histogram = field(default_factory=Histogram)  # woke this late for a frame's grid time
+    send_block: Histogram = field(default_factory=Histogram)  # time a frame's send() waited
     connected: int = 0
     sent: int = 0
     results: int = 0
