@@ -1,8 +1,10 @@
 """Admission control: admit a session only while CPU, memory and count budgets all hold.
 
-Pure arithmetic over measured costs (see server.calibration), no I/O. A session reserves
-`fps × ms_per_frame` of worker time per second and one landmarker's memory; the pipelines differ
-by up to 7× in cost, so a box admits many more face-only sessions than holistic ones.
+Pure arithmetic over measured costs (calibrated by the workers at start-up), no I/O. A session
+reserves `fps × cpu_ms_per_frame` of CPU time per second and one landmarker's memory; the
+pipelines differ by up to 7× in cost, so a box admits many more face-only sessions than holistic
+ones. Costs are CPU time, not wall time: MediaPipe spreads a frame over ~1.35 cores, and CPU time
+stays true when other processes share the machine.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class PipelineCost:
-    ms_per_frame: float  # worker wall time per frame with every worker busy
+    ms_per_frame: float  # CPU time per frame (all of the worker's threads)
     memory_bytes: int  # resident memory one landmarker adds
 
 
-# Measured on a 2-core box at 640×480 with two busy workers; replaced by start-up calibration.
+# Measured on a 2-core box at 640×480; replaced by start-up calibration.
 DEFAULT_COSTS: dict[str, PipelineCost] = {
     "holistic": PipelineCost(44.0, 140 << 20),
     "face": PipelineCost(7.0, 40 << 20),
@@ -28,14 +30,14 @@ DEFAULT_COSTS: dict[str, PipelineCost] = {
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    workers: int
+    cores: float  # CPU cores inference may use
     memory_bytes: int
     max_sessions: int
     cpu_overcommit: float = 1.0
 
     @property
-    def worker_ms_per_s(self) -> float:
-        return self.workers * 1000.0 * self.cpu_overcommit
+    def cpu_ms_per_s(self) -> float:
+        return self.cores * 1000.0 * self.cpu_overcommit
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class AdmissionPolicy:
         if len(held) >= self.budget.max_sessions:
             return Decision(False, f"session limit reached ({self.budget.max_sessions})")
         cpu = sum(self.cpu_ms_per_s(r.pipeline, r.fps) for r in held.values())
-        if cpu + self.cpu_ms_per_s(pipeline, fps) > self.budget.worker_ms_per_s:
+        if cpu + self.cpu_ms_per_s(pipeline, fps) > self.budget.cpu_ms_per_s:
             return Decision(False, f"no CPU left for a {pipeline} session at {fps:g} fps")
         memory = sum(self.costs[r.pipeline].memory_bytes for r in held.values())
         if memory + self.costs[pipeline].memory_bytes > self.budget.memory_bytes:
@@ -98,6 +100,6 @@ class AdmissionPolicy:
     def capacity(self, pipeline: str, fps: float = 15.0) -> int:
         """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
         cost = self.costs[pipeline]
-        by_cpu = self.budget.worker_ms_per_s / max(fps * cost.ms_per_frame, 1e-9)
+        by_cpu = self.budget.cpu_ms_per_s / max(fps * cost.ms_per_frame, 1e-9)
         by_memory = self.budget.memory_bytes / max(cost.memory_bytes, 1)
         return int(min(by_cpu, by_memory, self.budget.max_sessions))

@@ -27,6 +27,7 @@ class Config:
     # Backpressure and limits.
     max_frame_age_ms: float = 500.0
     max_message_bytes: int = 4 * 1024 * 1024
+    send_buffer_bytes: int = 128 * 1024  # kernel send buffer per socket: stale results wait less
     max_image_pixels: int = 4096 * 4096
     max_image_side: int = 8192
     idle_timeout_s: float = 30.0

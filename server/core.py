@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ class Core:
         self.started = time.monotonic()
         memory = config.memory_budget_mb * (1 << 20) or psutil.virtual_memory().available * 0.7
         self.admission = AdmissionPolicy(
-            Budget(config.workers, int(memory), config.max_sessions, config.cpu_overcommit),
+            Budget(
+                min(config.workers * 1.35, len(os.sched_getaffinity(0))),
+                int(memory),
+                config.max_sessions,
+                config.cpu_overcommit,
+            ),
             DEFAULT_COSTS,
         )
         self.pool = WorkerPool(
@@ -75,7 +81,7 @@ class Core:
         self.ready = True
 
     async def _calibrate(self) -> None:
-        """Measure each pipeline's cost with every worker busy, as admission will see it."""
+        """Measure each pipeline's CPU cost per frame and memory per landmarker."""
         images = {
             name: (FIXTURES / file).read_bytes()
             for name, file in CALIBRATION_IMAGES.items()

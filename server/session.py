@@ -153,7 +153,7 @@ class Session:
             "type": "stats",
             "received": slot.received,
             "processed": slot.processed,
-            "results": self.seq,
+            "results": self.seq - slot.dropped["backpressure"],
             "errors": self.errors,
             "dropped": {reason: slot.dropped.get(reason, 0) for reason in protocol.DROP_REASONS},
             "dropped_total": slot.dropped_total,

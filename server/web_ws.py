@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -46,6 +47,15 @@ async def _send_loop(ws: web.WebSocketResponse, session: Session, wake: asyncio.
                 await ws.send_frame(data, opcode)
             else:
                 await ws.send_str(item)
+
+
+def _limit_send_buffer(request: web.Request, size: int) -> None:
+    """A small kernel send buffer makes a slow reader hit our latest-wins outbox within a few
+    results, instead of letting megabytes of stale results queue in the kernel."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and size > 0:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _close(ws: web.WebSocketResponse, code: int, error: str, message: str) -> None:
@@ -86,6 +96,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
     except Exception:
         core.release(session.id)
         raise
+    _limit_send_buffer(request, cfg.send_buffer_bytes)
     wake = asyncio.Event()
     session.wake = wake.set
     sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
@@ -149,7 +160,10 @@ async def _on_text(ws: web.WebSocketResponse, core: Core, session: Session, text
         if kind == "hello":
             return await _on_hello(ws, core, session, msg)
         if kind == "stats":
-            session.send_control(protocol.dumps(session.stats(time.monotonic())))
+            stats = session.stats(time.monotonic())
+            if "id" in msg:
+                stats["id"] = msg["id"]
+            session.send_control(protocol.dumps(stats))
         elif kind == "configure":
             await _on_configure(core, session, msg)
         else:

@@ -144,7 +144,7 @@ def test_scheduler_is_round_robin_and_idempotent() -> None:
 
 def test_admission_prices_pipelines_by_cost() -> None:
     costs = {"holistic": PipelineCost(40.0, 140 << 20), "face": PipelineCost(5.0, 30 << 20)}
-    policy = AdmissionPolicy(Budget(workers=2, memory_bytes=4 << 30, max_sessions=100), costs)
+    policy = AdmissionPolicy(Budget(cores=2, memory_bytes=4 << 30, max_sessions=100), costs)
     assert policy.capacity("holistic", 15) == 3  # 2000 ms/s / (15 × 40 ms)
     assert policy.capacity("face", 15) == 26
     for i in range(3):
@@ -157,11 +157,11 @@ def test_admission_prices_pipelines_by_cost() -> None:
 
 def test_admission_memory_and_count_caps() -> None:
     costs = {"holistic": PipelineCost(1.0, 100 << 20)}
-    policy = AdmissionPolicy(Budget(workers=8, memory_bytes=250 << 20, max_sessions=10), costs)
+    policy = AdmissionPolicy(Budget(cores=8, memory_bytes=250 << 20, max_sessions=10), costs)
     assert policy.admit("a", "holistic", 1).admitted
     assert policy.admit("b", "holistic", 1).admitted
     assert "memory" in policy.admit("c", "holistic", 1).reason
-    capped = AdmissionPolicy(Budget(workers=8, memory_bytes=1 << 40, max_sessions=1), costs)
+    capped = AdmissionPolicy(Budget(cores=8, memory_bytes=1 << 40, max_sessions=1), costs)
     assert capped.admit("a", "holistic", 1).admitted
     assert "limit" in capped.admit("b", "holistic", 1).reason
     assert capped.admit("a", "holistic", 2).admitted  # changing its own reservation fits

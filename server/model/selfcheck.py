@@ -1,8 +1,9 @@
 """Prove a bundle works before it is trusted: run it on a known image and count landmarks.
 
-A bundle that merely loads can still be wrong (the face rewrite producing garbage, a model
-fed un-normalised input), so besides counting we check that each iris lies between the
-corners of its eye, and for Holistic that the face mesh's nose tip is near the pose's nose.
+A bundle that loads and finds the right counts can still be wrong: a face rewrite with a wrong
+index table yields 478 well-formed but misplaced points. So besides counting we check that each
+iris lies between the corners of its eye, and for Holistic that the face mesh's nose tip is
+near the pose's nose.
 Each check uses a fresh landmarker in IMAGE mode: in mediapipe 1.2.3 a reused landmarker is
 not stateless between images.
 """
