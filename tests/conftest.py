@@ -70,7 +70,7 @@ class ServerProcess:
         return [w["pid"] for w in self.readyz()["workers"] if w["alive"]]
 
     def metric(self, name: str, labels: str = "") -> float:
-        """Sum of a Prometheus sample (with an optional exact label string like 'reason="stale"')."""
+        """Sum of a Prometheus sample, optionally only where labels contain `labels`."""
         text = self.get("/metrics")[1].decode()
         total = 0.0
         for line in text.splitlines():

@@ -130,7 +130,8 @@ async def test_tracks_every_frame_of_the_pan(server: ServerProcess) -> None:
     results = await stream_closed_loop(server.ws_url, frames)
     assert len(results) == len(frames) == 120
     for r in results:
-        assert all(r[p] is not None for p in ("face", "pose", "left_hand", "right_hand")), r["frame"]
+        found = [r[p] is not None for p in ("face", "pose", "left_hand", "right_hand")]
+        assert all(found), r["frame"]
     # Tracking follows the motion: the nose moves across the pan, smoothly.
     noses = np.array([parts_of(r)["pose"][0, :2] for r in results])
     steps = np.linalg.norm(np.diff(noses, axis=0), axis=1)
