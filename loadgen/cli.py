@@ -231,7 +231,9 @@ async def _run_with_progress(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 140))  # a log file has room for the tables
     try:
         steps = validate(args)
     except ValueError as exc:

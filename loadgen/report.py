@@ -19,7 +19,7 @@ JSON report (`--json PATH`), version 1:
         "per_session_fps": {min, median, mean, max, jain},
         "errors": {kind: count},
         "generator": {cpu_pct_mean, cpu_pct_max, host_cpu_pct_mean, lag_ms: {...},
-                      send_block_ms: {...}, bottleneck, reasons: [str]},
+                      send_block_ms: {...}, bottleneck, host_saturated, reasons: [str]},
         "server": {metrics_url, cpu_cores, cpu_pct, main_cpu_cores, workers_cpu_cores},
         "timeline": [{t, connected, sent_per_s, results_per_s, p50_ms, p99_ms, dropped, errors,
                       generator_cpu, host_cpu}]}]}
@@ -147,7 +147,8 @@ def steps_table(stages: Sequence[dict[str, Any]]) -> Table:
             _num(s["per_session_fps"]["jain"], "{:.3f}"),
             _num(s["server"]["cpu_pct"], "{:.0f}"),
             _num(s["generator"]["cpu_pct_mean"], "{:.0f}")
-            + (" [yellow]![/]" if s["generator"]["bottleneck"] else ""),
+            + (" [yellow]![/]" if s["generator"]["bottleneck"] else "")
+            + (" [yellow]host![/]" if s["generator"]["host_saturated"] else ""),
         )
     return t
 
@@ -185,6 +186,8 @@ def plot_steps(path: str | Path, stages: Sequence[dict[str, Any]]) -> None:
     for key in ("p50", "p95", "p99"):
         values = [s["latency_ms"][key] for s in stages]
         bottom.plot(clients, [float("nan") if v is None else v for v in values], "o-", label=key)
+    if len(clients) > 1 and max(clients) >= 4 * min(clients):
+        bottom.set_xscale("log", base=2)  # doubling steps read evenly
     bottom.set_xlabel("clients")
     bottom.set_ylabel("send → result latency (ms)")
     bottom.legend(loc="upper left")

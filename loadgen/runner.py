@@ -120,7 +120,7 @@ async def run_stage(
     cpu_t0 = t0
     end = t0 + stage.duration_s
     steady_at = t0 + (offsets[-1] if offsets else 0.0) + WARMUP_S
-    steady_mark: tuple[float, int] | None = None
+    steady_mark: tuple[float, int, int] | None = None
 
     async def launch(session: Session, offset: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -139,7 +139,7 @@ async def run_stage(
                 await interrupt.wait()
         now = time.monotonic()
         if steady_mark is None and now >= steady_at:
-            steady_mark = (now, totals.results)
+            steady_mark = (now, totals.sent, totals.results)
         dt = max(1e-6, now - last[0])
         tick = Tick(
             now - t0,
@@ -163,6 +163,7 @@ async def run_stage(
             progress(stage, tick, totals)
     cpu1 = await server_cpu_seconds(stage.metrics_url if cpu0 is not None else None)
     stopped = time.monotonic()
+    at_stop = (totals.sent, totals.results)  # the drain's late results are not throughput
     stop.set()
     # Drain: every session gets drain_s for outstanding results and its final stats; a session
     # is bounded by its connect, drain and close timeouts, so this only catches a stuck one.
@@ -173,13 +174,15 @@ async def run_stage(
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*pending, return_exceptions=True)
     elapsed = stopped - t0
-    steady_s = stopped - steady_mark[0] if steady_mark else None
+    steady = None
+    if steady_mark is not None:
+        t, sent, results = steady_mark
+        steady = (stopped - t, at_stop[0] - sent, at_stop[1] - results)
     summary = summarize(
         [s.record for s in sessions],
         totals,
         elapsed_s=elapsed,
-        steady_results=(totals.results - steady_mark[1]) if steady_mark else None,
-        steady_s=steady_s,
+        steady=steady,
     )
     summary["mode"] = stage.cfg.mode
     summary["fps"] = stage.cfg.fps
@@ -240,8 +243,10 @@ def generator_health(
                 f"send schedule lag p99 {lag_p99:.0f} ms (> half the {interval_ms:.0f} ms frame "
                 "interval): the generator woke late for its frames (busy event loop or CPU)"
             )
+    bottleneck = bool(reasons)
     host_mean = sum(host) / len(host) if host else None
-    if host_mean is not None and host_mean > HOST_CPU_LIMIT:
+    host_saturated = host_mean is not None and host_mean > HOST_CPU_LIMIT
+    if host_saturated:
         reasons.append(
             f"the host's CPUs were {host_mean:.0f}% busy: if the server runs on this machine, "
             "it and the generator compete, and neither figure is the server's alone"
@@ -252,6 +257,7 @@ def generator_health(
         "host_cpu_pct_mean": None if host_mean is None else round(host_mean, 1),
         "lag_ms": totals.lag.summary(),
         "send_block_ms": totals.send_block.summary(),
-        "bottleneck": bool(reasons),
+        "bottleneck": bottleneck,  # the generator itself limited the load
+        "host_saturated": host_saturated,  # the machine was full: figures are contaminated
         "reasons": reasons,
     }

@@ -105,8 +105,8 @@ class Session:
             await self._session(self._ws)
         finally:
             self.totals.connected -= 1
-            await self._ws.close()
             self.acc.close_books()
+            await self._ws.close()
         return self.record
 
     async def _connect(self) -> None:
@@ -193,6 +193,7 @@ class Session:
                 self.record.close_code = code
                 if code == CLOSE_TRY_AGAIN_LATER:
                     self.totals.rejections["close_1013"] += 1
+                    self.record.outcome = "refused"
                 self.totals.error(f"closed_{code}")
 
     # ------------------------------------------------------------------ sending

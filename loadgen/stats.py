@@ -182,21 +182,23 @@ def summarize(
     totals: Totals,
     *,
     elapsed_s: float,
-    steady_results: int | None = None,
-    steady_s: float | None = None,
+    steady: tuple[float, int, int] | None = None,
 ) -> dict[str, Any]:
-    """The figures of one stage, JSON-ready."""
+    """The figures of one stage, JSON-ready.
+
+    `steady` = (seconds, frames sent, results) of the window after the ramp and a warm-up; the
+    rates come from it when there is one, so a slow ramp does not dilute them.
+    """
     books = Books()
     for r in records:
         books.add(r.books)
     outcomes = Counter(r.outcome for r in records)
     admitted = [r for r in records if r.outcome == "ok"]
-    fps = [r.result_fps for r in admitted]
-    results_per_s = (
-        steady_results / steady_s
-        if steady_results is not None and steady_s
-        else (books.results / elapsed_s if elapsed_s else 0.0)
+    fps = [r.result_fps for r in admitted if r.books.sent and r.active_s >= 0.5]
+    span, sent, results = (
+        steady if steady and steady[0] > 0 else (elapsed_s, books.sent, books.results)
     )
+    steady_s = steady[0] if steady else None
     return {
         "clients": len(records),
         "elapsed_s": round(elapsed_s, 3),
@@ -212,8 +214,8 @@ def summarize(
         },
         "frames": {**books.to_json(), "skipped_local": sum(r.skipped for r in records)},
         "rates": {
-            "sent_per_s": round(books.sent / elapsed_s, 3) if elapsed_s else 0.0,
-            "results_per_s": round(results_per_s, 3),
+            "sent_per_s": round(sent / span, 3) if span else 0.0,
+            "results_per_s": round(results / span, 3) if span else 0.0,
         },
         "drop_pct": pct(books.dropped, books.sent),
         "error_pct": pct(books.frame_errors + books.unanswered, books.sent),

@@ -17,7 +17,8 @@ from loadgen.cli import build_parser, is_loopback, validate
 from loadgen.credits import Ledger
 from loadgen.frames import load_frames, parse_size
 from loadgen.pacing import FrameClock, frame_offset, parse_ramp, parse_steps, phase, start_offsets
-from loadgen.runner import parse_counter
+from loadgen.runner import Stage, generator_health, parse_counter, server_cpu
+from loadgen.session import SessionConfig
 from loadgen.stats import Books, Histogram, SessionRecord, Totals, jain, spread, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,6 +272,34 @@ def test_spread_and_summary() -> None:
     assert s["frames"]["balanced"] and s["drop_pct"] == pytest.approx(33.333, 1e-3)
     assert s["per_session_fps"]["median"] == 10.0 and s["per_session_fps"]["jain"] == 1.0
     assert s["rates"]["results_per_s"] == 10.0
+    # With a steady window (after the ramp), rates come from it alone.
+    s = summarize([ok, refused], totals, elapsed_s=2.0, steady=(4.0, 40, 20))
+    assert s["rates"] == {"sent_per_s": 10.0, "results_per_s": 5.0} and s["steady_s"] == 4.0
+
+
+def test_server_cpu_from_two_scrapes() -> None:
+    before = {"process_cpu_seconds_total": 1.0, "holistream_workers_cpu_seconds_total": 10.0}
+    after = {"process_cpu_seconds_total": 2.0, "holistream_workers_cpu_seconds_total": 14.0}
+    cpu = server_cpu("http://x/metrics", before, after, 2.0)
+    assert (cpu["cpu_cores"], cpu["main_cpu_cores"], cpu["workers_cpu_cores"]) == (2.5, 0.5, 2.0)
+    restarted = {**after, "holistream_workers_cpu_seconds_total": 3.0}  # a worker was replaced
+    assert server_cpu(None, before, restarted, 2.0)["workers_cpu_cores"] == 0.0
+    assert server_cpu(None, None, after, 2.0)["cpu_cores"] is None
+
+
+def test_generator_health_blames_the_right_party() -> None:
+    stage = Stage(10, 5.0, math.inf, SessionConfig("ws://127.0.0.1:1/ws", fps=10))
+    calm = Totals()
+    calm.lag.record(2.0)
+    calm.send_block.record(400.0)  # the server not reading is not the generator's fault
+    health = generator_health(stage, calm, [20.0, 30.0], [50.0])
+    assert not health["bottleneck"] and not health["host_saturated"] and not health["reasons"]
+    late = Totals()
+    late.lag.record(80.0)  # woke 80 ms late for a 100 ms frame interval
+    assert generator_health(stage, late, [20.0], [50.0])["bottleneck"]
+    assert generator_health(stage, calm, [90.0, 95.0], [50.0])["bottleneck"]
+    host = generator_health(stage, calm, [20.0], [99.0])
+    assert host["host_saturated"] and not host["bottleneck"] and len(host["reasons"]) == 1
 
 
 def test_prometheus_counter_parsing() -> None:
