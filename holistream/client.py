@@ -20,7 +20,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -244,9 +243,14 @@ class Client:
 
     async def stats(self, timeout: float = 5.0) -> Stats:
         """Ask for the session's counters; returns the next `stats` message."""
+        if self._reader is None or self._reader.done():
+            raise self._closed()
         waiter: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
         self._stats_waiters.append(waiter)
-        await self.ws.send(dumps({"type": "stats"}))
+        try:
+            await self.ws.send(dumps({"type": "stats"}))
+        except ConnectionClosed:
+            raise self._closed() from None
         async with asyncio.timeout(timeout):
             return await waiter
 
@@ -333,12 +337,7 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
