@@ -109,6 +109,12 @@ def validate(args: argparse.Namespace) -> list[int]:
         raise ValueError(f"fps must be within (0, {MAX_FPS:.0f}] (closed loop: 0 = unpaced)")
     if not 1 <= args.in_flight <= MAX_IN_FLIGHT:
         raise ValueError(f"in-flight must be within 1..{MAX_IN_FLIGHT}")
+    for name, low, high in (
+        ("drain", 0.5, 60), ("connect_timeout", 1, 120), ("credit_timeout", 0.5, 60),
+        ("pause", 0, 600), ("quality", 1, 100),
+    ):  # fmt: skip
+        if not low <= getattr(args, name) <= high:
+            raise ValueError(f"--{name.replace('_', '-')} must be within {low}..{high}")
     parse_ramp(args.ramp)
     try:
         parse_parts(args.parts, code="bad_request")
@@ -244,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. an unreadable source
         console.print(f"[red]holistream-loadgen: {exc}[/]")
         return 2
+    except KeyboardInterrupt:  # before any session started: nothing to report
+        return 130
     rpt.print_report(console, report)
     if args.json_path:
         rpt.write_json(args.json_path, report)
