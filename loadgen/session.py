@@ -103,6 +103,8 @@ class Session:
         self.totals.connected += 1
         try:
             await self._session(self._ws)
+        except Exception as exc:  # a fault here must not take the whole stage down
+            self.totals.error(f"session_error:{type(exc).__name__}")
         finally:
             self.totals.connected -= 1
             self.acc.close_books()
@@ -189,7 +191,7 @@ class Session:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                     await task
             code = ws.close_code
-            if code is not None and code not in (1000, 1001) and not self.stop.is_set():
+            if code is not None and not self.stop.is_set():  # the server ended it mid-run
                 self.record.close_code = code
                 if code == CLOSE_TRY_AGAIN_LATER:
                     self.totals.rejections["close_1013"] += 1
