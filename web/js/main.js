@@ -50,6 +50,11 @@ const settings = {
   ...readSettings(),
 };
 
+/** The frame rate to announce to the server: the cap, or the camera's usual 30 without one. */
+function announcedFps() {
+  return settings.fps || 30;
+}
+
 function readSettings() {
   try {
     return JSON.parse(localStorage.getItem(SETTINGS_KEY)) ?? {};
@@ -72,7 +77,7 @@ const params = new URLSearchParams(location.search);
 const stream = new FrameStream({
   // `parts` lets admission control price the session before the upgrade.
   url: socketUrl(location, { parts: "face,hands,pose", token: params.get("token"), stream: params.get("stream") }),
-  fps: settings.fps || 30,
+  fps: announcedFps(),
   maxInFlight: settings.inFlight,
 });
 const source = new VideoSource(ui.video);
@@ -137,7 +142,10 @@ async function sendNextFrame() {
   if (video.readyState < HTMLMediaElement.HAVE_CURRENT_DATA || !video.videoWidth) return;
   if (pump.videoFrames === pump.sentVideoFrame) return; // this picture already went out
   const now = performance.now();
-  const minIntervalMs = settings.fps > 0 ? 1000 / settings.fps : 0;
+  // Never faster than announced: the server admitted the session for that rate.
+  const lowered = stream.sessionFps < stream.fps;
+  const fps = settings.fps > 0 ? Math.min(settings.fps, stream.sessionFps) : lowered ? stream.sessionFps : 0;
+  const minIntervalMs = fps > 0 ? 1000 / fps : 0;
   const wait = pump.lastCaptureAt + minIntervalMs - now;
   if (wait > 2) {
     clearTimeout(pump.timer);
@@ -185,7 +193,7 @@ stream.addEventListener("state", ({ detail }) => {
 });
 
 stream.addEventListener("problem", ({ detail }) => {
-  showNotice(detail.level, detail.text, detail.code.startsWith("close_") || detail.level === "error" ? "connection" : "frame");
+  showNotice(detail.level, detail.text, detail.level === "error" ? "connection" : "frame");
 });
 
 // --- start / stop ------------------------------------------------------------------------
@@ -385,7 +393,7 @@ function initControls() {
   ui.fps.value = String(settings.fps);
   ui.fps.addEventListener("change", () => {
     settings.fps = Number(ui.fps.value);
-    stream.fps = settings.fps || 30; // announced in the next hello
+    stream.fps = announcedFps(); // announced in the next hello
     saveSettings();
   });
 

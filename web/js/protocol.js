@@ -103,6 +103,7 @@ const ERROR_WORDS = {
   idle_timeout: "The connection was idle for too long.",
   internal: "The server hit an internal error.",
   shutting_down: "The server is restarting.",
+  no_ready: "The server accepted the connection but did not answer; it may still be starting up.",
 };
 
 /** A sentence for a protocol error code, with the server's own message as a fallback. */

@@ -7,29 +7,41 @@
 //   earlier frame still unanswered was dropped (the result's `dropped` counts it) or refused;
 // - an `error` names its frame id;
 // - nothing of the above happened within a safety timeout (a lost credit must not stall).
-// When the socket drops, the stream reconnects with exponential backoff until stop().
+// When the socket drops, the stream reconnects with exponential backoff until stop(). When the
+// server refuses the session as over capacity, it asks again announcing a lower frame rate
+// (admission control prices a session by the `fps` of its hello), down to `minFps`.
 
 import { describeClose, describeError, encodeFrame, helloMessage, parseServerMessage, probeUrl, STATS_REQUEST } from "./protocol.js";
 
 /** @typedef {"idle" | "connecting" | "connected" | "disconnected" | "reconnecting"} StreamState */
 
 const MIN_CREDIT_TIMEOUT_MS = 3000;
+// How long to wait for `ready` after opening a socket before trying again (a server that is
+// still warming up may accept the socket and never answer).
+const HANDSHAKE_TIMEOUT_MS = 6000;
+// Close code for "no ready in time" (application range 4000–4999).
+const CLOSE_NO_READY = 4000;
 
 export class FrameStream extends EventTarget {
   #wanted = false; // start() called and not stop(): keep (re)connecting
+  #attempt = 0; // numbers connection attempts, so a stale one can tell it is stale
   #droppedBefore = 0; // frames dropped in sessions that have ended
   #sessionDropped = { fromResults: 0, fromStats: 0 };
   #sweepTimer = null;
 
   /**
-   * @param {{url: string, parts?: string[], fps?: number, maxInFlight?: number,
+   * @param {{url: string, parts?: string[], fps?: number, minFps?: number, maxInFlight?: number,
    *          backoffInitialMs?: number, backoffMaxMs?: number}} options
    */
-  constructor({ url, parts, fps = 30, maxInFlight = 2, backoffInitialMs = 500, backoffMaxMs = 10000 }) {
+  constructor({ url, parts, fps = 30, minFps = 10, maxInFlight = 2, backoffInitialMs = 500, backoffMaxMs = 10000 }) {
     super();
     this.url = url;
     this.parts = parts;
+    /** The frame rate the page wants to send. */
     this.fps = fps;
+    /** The rate announced in this session's hello: `fps`, or less while the server is full. */
+    this.sessionFps = fps;
+    this.minFps = minFps;
     this.maxInFlight = maxInFlight;
     this.backoffInitialMs = backoffInitialMs;
     this.backoffMaxMs = backoffMaxMs;
@@ -72,11 +84,13 @@ export class FrameStream extends EventTarget {
     if (this.#wanted) return;
     this.#wanted = true;
     this.retry.attempt = 0;
+    this.sessionFps = this.fps;
     this.#open("connecting");
   }
 
   stop() {
     this.#wanted = false;
+    this.#attempt++;
     clearTimeout(this.retry.timer);
     this.retry.timer = null;
     this.retry.at = null;
@@ -112,8 +126,9 @@ export class FrameStream extends EventTarget {
     const limit = this.limits?.max_message_bytes;
     if (limit && image.byteLength + 16 > limit) {
       this.cancel(frameId);
+      const size = `${(image.byteLength / 1e6).toFixed(1)} MB`;
       this.#problem("warning", "frame_too_big",
-        `A frame is ${(image.byteLength / 1e6).toFixed(1)} MB, more than the server accepts; lower the resolution or the JPEG quality.`);
+        `A frame is ${size}, more than the server accepts; lower the resolution or the JPEG quality.`);
       return false;
     }
     this.socket.send(encodeFrame(frameId, ts, image));
@@ -130,12 +145,29 @@ export class FrameStream extends EventTarget {
   // --- connection -------------------------------------------------------------------------
 
   /** @param {StreamState} state */
-  #open(state) {
+  async #open(state) {
+    const attempt = ++this.#attempt;
     this.#setState(state);
+    // A server still warming up would accept the socket and not answer it: wait until it is ready.
+    const readiness = await checkReadiness(this.url);
+    if (attempt !== this.#attempt || !this.#wanted) return; // stopped or restarted meanwhile
+    if (readiness !== "ready") {
+      const warming = readiness === "warming";
+      this.#problem(
+        warming ? "warning" : "error",
+        warming ? "warming_up" : "unreachable",
+        warming ? "The server is starting up…" : `Cannot reach the server at ${new URL(this.url).host}.`,
+      );
+      this.#scheduleReconnect(warming ? { fixedMs: 1000 } : {});
+      return;
+    }
+
     let socket;
     try {
       socket = new WebSocket(this.url);
     } catch (error) {
+      this.#wanted = false;
+      this.#setState("idle");
       this.#problem("error", "bad_url", `Cannot open ${this.url}: ${error.message}`);
       return;
     }
@@ -143,57 +175,83 @@ export class FrameStream extends EventTarget {
     this.socket = socket;
     let opened = false;
     let fatal = null;
+    const dropped = (code) => {
+      clearTimeout(handshakeTimer);
+      if (this.socket !== socket) return; // stopped, or already given up on
+      this.#endSession();
+      if (this.#wanted) this.#onDrop({ attempt, opened, code, fatal });
+    };
+    // No `ready` in time: give up on this socket at once, without waiting for a closing
+    // handshake the server may never answer.
+    const handshakeTimer = setTimeout(() => {
+      fatal = { code: "no_ready", message: "" };
+      socket.close(CLOSE_NO_READY, "no ready");
+      dropped(CLOSE_NO_READY);
+    }, HANDSHAKE_TIMEOUT_MS);
     socket.addEventListener("open", () => {
       opened = true;
-      socket.send(helloMessage({ parts: this.parts, fps: this.fps }));
+      socket.send(helloMessage({ parts: this.parts, fps: this.sessionFps }));
     });
     socket.addEventListener("message", (event) => {
       if (this.socket !== socket || typeof event.data !== "string") return;
       const msg = parseServerMessage(event.data);
+      if (msg?.type === "ready") clearTimeout(handshakeTimer);
       if (msg?.type === "error" && msg.fatal) fatal = msg;
       if (msg) this.#onMessage(msg);
     });
-    socket.addEventListener("close", (event) => {
-      if (this.socket !== socket) return;
-      this.#endSession();
-      if (!this.#wanted) return;
-      this.#onDrop({ opened, code: event.code, fatal });
-    });
+    socket.addEventListener("close", (event) => dropped(event.code));
   }
 
-  async #onDrop({ opened, code, fatal }) {
+  async #onDrop({ attempt, opened, code, fatal }) {
+    const wasConnected = this.state === "connected";
     this.#setState(this.state === "reconnecting" ? "reconnecting" : "disconnected");
+    if (wasConnected) this.sessionFps = this.fps; // a new session may get the full rate again
+    let errorCode = fatal?.code ?? (code === 1013 ? "server_full" : null);
     let reason = fatal ? describeError(fatal.code, fatal.message) : describeClose(code);
     let retryAfterMs = 0;
     if (!opened) {
       // The browser hides why an upgrade failed; ask the endpoint over plain HTTP.
       const refusal = await explainRefusal(this.url);
-      if (!this.#wanted || this.socket || this.retry.timer) return; // stopped or restarted meanwhile
+      if (attempt !== this.#attempt || !this.#wanted) return;
       if (refusal) {
+        errorCode = refusal.code ?? errorCode;
         reason = refusal.text;
         retryAfterMs = refusal.retryAfterS * 1000;
       }
     }
-    if (reason) this.#problem("error", fatal?.code ?? `close_${code}`, reason);
-    this.#scheduleReconnect(retryAfterMs);
+    if (errorCode === "server_full" && this.sessionFps > this.minFps) {
+      // Admission control prices a session by its announced rate: ask for less.
+      this.sessionFps = Math.max(this.minFps, Math.round(this.sessionFps / 2));
+      reason = `${reason} Asking again at ${this.sessionFps} fps.`;
+      this.#problem("error", errorCode, reason);
+      this.#scheduleReconnect({ fixedMs: 250 });
+      return;
+    }
+    if (reason) this.#problem("error", errorCode ?? `close_${code}`, reason);
+    this.#scheduleReconnect({ minMs: retryAfterMs });
   }
 
-  #scheduleReconnect(minDelayMs) {
-    const backoff = Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** this.retry.attempt);
-    const delay = Math.max(minDelayMs, backoff * (0.8 + 0.4 * Math.random()));
-    this.retry.attempt++;
+  /** Exponential backoff with jitter, or a fixed delay; never shorter than `minMs`. */
+  #scheduleReconnect({ fixedMs = null, minMs = 0 } = {}) {
+    let delay = fixedMs;
+    if (delay === null) {
+      const backoff = Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** this.retry.attempt);
+      delay = Math.max(minMs, backoff * (0.8 + 0.4 * Math.random()));
+      this.retry.attempt++;
+    }
+    const attempt = this.#attempt;
     this.retry.at = performance.now() + delay;
     clearTimeout(this.retry.timer);
     this.retry.timer = setTimeout(() => {
       this.retry.timer = null;
       this.retry.at = null;
-      if (this.#wanted) this.#open("reconnecting");
+      if (this.#wanted && attempt === this.#attempt) this.#open("reconnecting");
     }, delay);
     this.#emitState();
   }
 
   #endSession() {
-    if (this.socket) this.socket = null;
+    this.socket = null;
     const { fromResults, fromStats } = this.#sessionDropped;
     this.#droppedBefore += Math.max(fromResults, fromStats);
     this.#sessionDropped = { fromResults: 0, fromStats: 0 };
@@ -229,7 +287,8 @@ export class FrameStream extends EventTarget {
           this.frameErrors++;
           this.cancel(msg.frame);
         }
-        this.#problem(msg.fatal ? "error" : "warning", msg.code, describeError(msg.code, msg.message));
+        // A fatal error is reported with the close that follows it.
+        if (!msg.fatal) this.#problem("warning", msg.code, describeError(msg.code, msg.message));
         break;
       case "warning":
         this.#problem("warning", msg.code, msg.message || describeError(msg.code));
@@ -289,16 +348,31 @@ export class FrameStream extends EventTarget {
 }
 
 /**
+ * Is the server up and warm? `GET /readyz` answers 503 while it warms up. A proxy that does not
+ * pass /readyz through (404 and the like) is taken as ready.
+ * @returns {Promise<"ready" | "warming" | "unreachable">}
+ */
+export async function checkReadiness(wsUrl) {
+  const url = new URL("/readyz", probeUrl(wsUrl));
+  try {
+    const response = await fetch(url, { cache: "no-store", signal: AbortSignal.timeout(3000) });
+    return response.status === 503 ? "warming" : "ready";
+  } catch {
+    return "unreachable";
+  }
+}
+
+/**
  * Why did the upgrade fail? A plain GET to the same URL gets the server's JSON refusal
  * (`{"error": {"code", "message"}}`, with Retry-After on 503), or shows it is unreachable.
- * @returns {Promise<{text: string, retryAfterS: number} | null>}
+ * @returns {Promise<{code: string | null, text: string, retryAfterS: number} | null>}
  */
 export async function explainRefusal(wsUrl) {
   let response;
   try {
     response = await fetch(probeUrl(wsUrl), { cache: "no-store", signal: AbortSignal.timeout(3000) });
   } catch {
-    return { text: `Cannot reach the server at ${new URL(wsUrl).host}.`, retryAfterS: 0 };
+    return { code: "unreachable", text: `Cannot reach the server at ${new URL(wsUrl).host}.`, retryAfterS: 0 };
   }
   if (response.ok) return null;
   const retryAfterS = Number(response.headers.get("Retry-After")) || 0;
@@ -311,16 +385,18 @@ export async function explainRefusal(wsUrl) {
   } catch {
     // not the documented JSON refusal: fall back on the status
   }
-  if (code) return { text: describeError(code, message), retryAfterS };
+  if (code) return { code, text: describeError(code, message), retryAfterS };
   const byStatus = {
     401: "unauthorized",
     403: "origin_not_allowed",
     503: "server_full",
   };
-  if (byStatus[response.status]) return { text: describeError(byStatus[response.status]), retryAfterS };
+  code = byStatus[response.status];
+  if (code) return { code, text: describeError(code), retryAfterS };
   // Typically 400 "not a WebSocket request": the server is up but refused this browser's upgrade,
   // and a plain request cannot tell why (an Origin check only applies to the upgrade).
   return {
+    code: null,
     text: "The server refused the connection, perhaps because this page's address is not on its origin allow-list.",
     retryAfterS,
   };
