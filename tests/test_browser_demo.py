@@ -274,6 +274,20 @@ def test_stop_ends_the_stream_and_start_resumes_it(page: Page, server: ServerPro
     wait_streaming(page, results=hook(page, ".results") + 3)
 
 
+def test_a_refusal_is_explained_and_the_token_passes_through(
+    page: Page, server_factory: Callable[..., ServerProcess]
+) -> None:
+    guarded = server_factory("--workers", "1", "--token", "s3cret", name="browser-token")
+    page.goto(f"{guarded.url}/")
+    notice = page.locator("#notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("access token")  # the 401 behind the failed upgrade
+    assert hook(page, ".results") == 0
+
+    page.goto(f"{guarded.url}/?token=s3cret")
+    wait_streaming(page, results=3)
+
+
 def test_shows_disconnected_and_reconnects_when_the_server_comes_back(
     page: Page, server_factory: Callable[..., ServerProcess]
 ) -> None:

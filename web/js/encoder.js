@@ -4,7 +4,7 @@
 export class FrameEncoder {
   constructor() {
     this.canvas = typeof OffscreenCanvas === "function" ? new OffscreenCanvas(1, 1) : document.createElement("canvas");
-    this.context = this.canvas.getContext("2d", { alpha: false, desynchronized: true });
+    this.context = this.canvas.getContext("2d", { alpha: false });
   }
 
   /**

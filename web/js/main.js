@@ -286,7 +286,9 @@ function renderStatus() {
   const view = hudView();
   hud.render(view);
   ui.status.dataset.state = view.state;
-  if (ui.statusText.textContent !== view.stateText) ui.statusText.textContent = view.stateText;
+  // The pill is a live region: the state only, without the ticking retry countdown.
+  const pill = stateLabel(view.state);
+  if (ui.statusText.textContent !== pill) ui.statusText.textContent = pill;
 }
 
 function renderControls() {
