@@ -67,7 +67,7 @@ def test_twenty_clients_books_balance_and_match_the_server(
     fps = stage["per_session_fps"]
     # On a loaded 2-core machine a session may see no result at all, so min may be 0.
     assert 0 <= fps["min"] <= fps["median"] <= fps["max"] and fps["max"] > 0
-    assert 1 / sessions["ok"] <= fps["jain"] <= 1
+    assert 1 / sessions["ok"] - 1e-9 <= fps["jain"] <= 1 + 1e-9
     assert stage["rates"]["results_per_s"] > 0
     assert stage["server"]["cpu_cores"] is not None and stage["server"]["cpu_cores"] > 0
     assert len(stage["timeline"]) >= 4
