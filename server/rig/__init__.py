@@ -1,5 +1,9 @@
-"""Server-side avatar rig: landmarks -> humanoid bone rotations and VRM expressions, smoothing,
-and VMC protocol bundles. Pure computation, no I/O; conventions in skeleton.py."""
+"""Server-side avatar rig: MediaPipe Holistic landmarks -> humanoid bone rotations, VRM
+expressions and head angles (solver), per-session smoothing, and VMC protocol bundles.
+
+Pure computation, no I/O. Coordinate conventions and the wire order of bones, expressions and
+parts are documented in skeleton.py.
+"""
 
 from server.rig.skeleton import (
     BONES,
@@ -10,7 +14,9 @@ from server.rig.skeleton import (
     Rig,
     RigArrays,
 )
+from server.rig.smoothing import RigSmoother, mirror_rig
 from server.rig.solver import RigSolver, solve
+from server.rig.vmc import build_bundle, build_osc_bundle
 
 __all__ = [
     "BONES",
@@ -20,6 +26,10 @@ __all__ = [
     "PARTS",
     "Rig",
     "RigArrays",
+    "RigSmoother",
     "RigSolver",
+    "build_bundle",
+    "build_osc_bundle",
+    "mirror_rig",
     "solve",
 ]

@@ -12,20 +12,21 @@ No blendshape model runs offline, so everything comes from landmark geometry:
   width to the outer eye-corner distance, iris offset to eye width. They do not change with head
   rotation or distance to the camera.
 
-Calibration constants below come from the canonical model (neutral: eyes open, lips together,
-irises centred) and typical ranges; they are deliberately a little conservative so that a neutral
-face reads as zero on every expression.
+Calibration constants below come from the canonical model (neutral: eyes open, lips together),
+from a real MediaPipe run on the project's test video, and from typical ranges; they lean
+conservative so that a neutral face reads as zero on every expression.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from server.rig import quat
-from server.rig.skeleton import EXPRESSION_INDEX, EXPRESSIONS
+from server.rig.skeleton import EXPRESSIONS
 
 F64 = npt.NDArray[np.float64]
 
@@ -57,17 +58,21 @@ LEFT_EYE = (263, 362, ((387, 373), (386, 374), (385, 380)), 473)
 LIP_PAIRS = ((13, 14), (82, 87), (312, 317))  # inner upper / inner lower lip
 MOUTH_CORNERS = (61, 291)
 
-# Lid gap / eye width: canonical open eye 0.239; ≤ EAR_CLOSED reads as fully closed.
-EAR_OPEN = 0.20
-EAR_CLOSED = 0.08
+# Lid gap / eye width: canonical open eye 0.239, a real open eye 0.33-0.35 (MediaPipe
+# FaceLandmarker on tests/fixtures/astronaut_pan_640x480.avi); <= EAR_CLOSED reads as closed.
+EAR_OPEN = 0.22
+EAR_CLOSED = 0.09
 # Lip gap / outer eye-corner distance: canonical 0.064 (lips together); a wide "ah" is ~0.35.
 MOUTH_OPEN_MIN = 0.08
 MOUTH_OPEN_MAX = 0.30
 # Mouth width / outer eye-corner distance in the canonical face; ±5 % is dead zone, ±25 % full.
 MOUTH_WIDTH_NEUTRAL = 0.5525
-# Iris offset from the eye-corner midpoint, in eye widths: dead zone and full scale.
+# Iris offset from the eye-corner midpoint, in eye widths: dead zone and full scale. Looking
+# straight ahead, MediaPipe puts the iris centre 0.066 ± 0.005 eye widths above the line between
+# the corners (same video): GAZE_V_REST is subtracted first.
 GAZE_H = (0.02, 0.12)
 GAZE_V = (0.015, 0.07)
+GAZE_V_REST = 0.065
 # Beyond this yaw the far half of the mesh is guessed; confidence fades to 0 at +30°.
 CONFIDENT_YAW_DEG = 50.0
 
@@ -79,8 +84,9 @@ class FaceResult(NamedTuple):
     confidence: float
 
 
-def _ramp(x: F64 | float, lo: float, hi: float) -> F64:
-    return np.asarray(np.clip((np.asarray(x) - lo) / (hi - lo), 0.0, 1.0), dtype=np.float64)
+def _ramp(x: float, lo: float, hi: float) -> float:
+    """0 below lo, 1 above hi, linear between (plain floats: numpy is slow on scalars)."""
+    return min(max((x - lo) / (hi - lo), 0.0), 1.0)
 
 
 def face_points(face: npt.ArrayLike, width: int, height: int) -> F64:
@@ -106,61 +112,74 @@ def fit_head(pts: F64) -> tuple[F64, F64, F64, float]:
     return rot, quat.from_matrix(rot), centre, scale
 
 
-def _dist(a: F64, b: F64) -> F64:
-    return np.asarray(np.sqrt(np.sum((a - b) ** 2, axis=-1)), dtype=np.float64)
+# The landmarks measured after the fit, gathered once: the rows of _MEASURED, by name.
+_MEASURED = np.array(
+    [RIGHT_EYE[0], RIGHT_EYE[1], RIGHT_EYE[3], *(i for p in RIGHT_EYE[2] for i in p)]
+    + [LEFT_EYE[0], LEFT_EYE[1], LEFT_EYE[3], *(i for p in LEFT_EYE[2] for i in p)]
+    + [i for p in LIP_PAIRS for i in p]
+    + list(MOUTH_CORNERS)
+)
+Point = list[float]
 
 
-def _eye(local: F64, eye: tuple[int, int, tuple[tuple[int, int], ...], int]) -> tuple[float, F64]:
-    """(lid gap / eye width, iris offset (x, y) / eye width) for one eye."""
-    outer, inner, lids, iris = eye
-    width = max(float(_dist(local[outer], local[inner])), 1e-6)
-    up = local[[p[0] for p in lids]]
-    lo = local[[p[1] for p in lids]]
-    ear = float(np.mean(_dist(up, lo))) / width
-    offset = (local[iris, :2] - 0.5 * (local[outer, :2] + local[inner, :2])) / width
-    return ear, offset
+def _eye(p: list[Point]) -> tuple[float, float, float]:
+    """(lid gap / eye width, iris x offset, iris y offset / eye width) from [outer, inner, iris,
+    up0, lo0, up1, lo1, up2, lo2] in head coordinates."""
+    outer, inner, iris = p[0], p[1], p[2]
+    width = max(math.dist(outer, inner), 1e-6)
+    gap = (math.dist(p[3], p[4]) + math.dist(p[5], p[6]) + math.dist(p[7], p[8])) / 3.0
+    gx = (iris[0] - 0.5 * (outer[0] + inner[0])) / width
+    gy = (iris[1] - 0.5 * (outer[1] + inner[1])) / width
+    return gap / width, gx, gy
 
 
 def solve_face(face: npt.ArrayLike, width: int, height: int) -> FaceResult | None:
     """Head rotation, angles, expressions and confidence from one (478, 3) face, or None."""
     arr = np.asarray(face)
-    if arr.ndim != 2 or arr.shape[0] < 478:
+    if arr.ndim != 2 or arr.shape[0] < 478 or arr.shape[1] < 3:
         return None
-    pts = face_points(arr, width, height)
+    pts = face_points(arr[:478], width, height)
     rot, q, centre, scale = fit_head(pts)
     if scale == 0.0:
         return None
-    local = ((pts - centre) @ rot) / scale  # rot.T applied to each row: back into the head frame
+    # Back into the head frame (rot.T on each row), canonical-model centimetres; then plain
+    # Python floats: a few dozen scalar measurements are far cheaper in math than in numpy.
+    p: list[Point] = (((pts[_MEASURED] - centre) @ rot) / scale).tolist()
+    ear_r, gx_r, gy_r = _eye(p[0:9])
+    ear_l, gx_l, gy_l = _eye(p[9:18])
+    lips, corners = p[18:24], p[24:26]
+    blink_r = _ramp(EAR_OPEN - ear_r, 0.0, EAR_OPEN - EAR_CLOSED)
+    blink_l = _ramp(EAR_OPEN - ear_l, 0.0, EAR_OPEN - EAR_CLOSED)
 
-    ear_r, gaze_r = _eye(local, RIGHT_EYE)
-    ear_l, gaze_l = _eye(local, LEFT_EYE)
-    blink_r = float(_ramp(EAR_OPEN - ear_r, 0.0, EAR_OPEN - EAR_CLOSED))
-    blink_l = float(_ramp(EAR_OPEN - ear_l, 0.0, EAR_OPEN - EAR_CLOSED))
+    span = max(math.dist(p[0], p[9]), 1e-6)  # outer eye corners
+    gap = sum(math.dist(lips[k], lips[k + 1]) for k in (0, 2, 4)) / 3.0
+    opened = _ramp(gap / span, MOUTH_OPEN_MIN, MOUTH_OPEN_MAX)
+    w = math.dist(corners[0], corners[1]) / span / MOUTH_WIDTH_NEUTRAL
+    wide = _ramp(w, 1.05, 1.25)
+    narrow = _ramp(-w, -0.95, -0.75)
 
-    span = max(float(_dist(local[RIGHT_EYE[0]], local[LEFT_EYE[0]])), 1e-6)
-    gap = float(np.mean(_dist(local[[p[0] for p in LIP_PAIRS]], local[[p[1] for p in LIP_PAIRS]])))
-    opened = float(_ramp(gap / span, MOUTH_OPEN_MIN, MOUTH_OPEN_MAX))
-    w = float(_dist(local[MOUTH_CORNERS[0]], local[MOUTH_CORNERS[1]])) / span / MOUTH_WIDTH_NEUTRAL
-    wide = float(_ramp(w, 1.05, 1.25))
-    narrow = float(_ramp(-w, -0.95, -0.75))
-
-    gaze = 0.5 * (gaze_r + gaze_l)  # +x = toward the avatar's right, +y = up
+    gx = 0.5 * (gx_r + gx_l)  # toward the avatar's right
+    gy = 0.5 * (gy_r + gy_l) - GAZE_V_REST  # up
     lid = 1.0 - max(blink_l, blink_r)  # closing lids drag the iris estimate: trust it less
 
-    out = np.zeros(len(EXPRESSIONS))
-    ix = EXPRESSION_INDEX
-    out[ix["Blink_L"]] = blink_l
-    out[ix["Blink_R"]] = blink_r
-    out[ix["A"]] = opened * (1.0 - wide) * (1.0 - narrow)
-    out[ix["E"]] = opened * wide
-    out[ix["O"]] = opened * narrow
-    out[ix["I"]] = (1.0 - opened) * wide
-    out[ix["U"]] = (1.0 - opened) * narrow
-    out[ix["LookRight"]] = _ramp(gaze[0], *GAZE_H)
-    out[ix["LookLeft"]] = _ramp(-gaze[0], *GAZE_H)
-    out[ix["LookUp"]] = _ramp(gaze[1], *GAZE_V) * lid
-    out[ix["LookDown"]] = _ramp(-gaze[1], *GAZE_V) * lid
+    values = {
+        "Blink_L": blink_l,
+        "Blink_R": blink_r,
+        "A": opened * (1.0 - wide) * (1.0 - narrow),
+        "I": (1.0 - opened) * wide,
+        "U": (1.0 - opened) * narrow,
+        "E": opened * wide,
+        "O": opened * narrow,
+        "LookUp": _ramp(gy, *GAZE_V) * lid,
+        "LookDown": _ramp(-gy, *GAZE_V) * lid,
+        "LookLeft": _ramp(-gx, *GAZE_H),
+        "LookRight": _ramp(gx, *GAZE_H),
+    }
+    out = np.array([values[name] for name in EXPRESSIONS])
 
-    head = quat.to_euler_yxz(q)
-    conf = float(1.0 - _ramp(abs(head[0]), CONFIDENT_YAW_DEG, CONFIDENT_YAW_DEG + 30.0))
-    return FaceResult(q, np.clip(out, 0.0, 1.0), head, conf)
+    r = rot.tolist()  # Unity Euler order, as quat.to_euler_yxz
+    yaw = math.degrees(math.atan2(r[0][2], r[2][2]))
+    pitch = math.degrees(math.asin(min(max(-r[1][2], -1.0), 1.0)))
+    roll = math.degrees(math.atan2(r[1][0], r[1][1]))
+    conf = 1.0 - _ramp(abs(yaw), CONFIDENT_YAW_DEG, CONFIDENT_YAW_DEG + 30.0)
+    return FaceResult(q, out, np.array([yaw, pitch, roll]), conf)

@@ -12,6 +12,8 @@ are written as two matmuls against constant tensors instead of a dozen component
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -44,8 +46,9 @@ def identity(n: int) -> F64:
 
 def normalize(q: ArrayLike) -> F64:
     """Unit quaternions; zero, tiny or non-finite rows become the identity."""
-    qa = np.clip(np.asarray(q, dtype=np.float64), -1e150, 1e150)  # no overflow when squaring
-    n2 = (qa * qa).sum(-1, keepdims=True)
+    # Capped so that squaring cannot overflow (NaN passes through and is caught below).
+    qa = np.minimum(np.maximum(np.asarray(q, dtype=np.float64), -1e150), 1e150)
+    n2 = np.add.reduce(qa * qa, -1, keepdims=True)
     if n2.min() > 1e-18:  # fast path; False for NaN too
         return np.asarray(qa / np.sqrt(n2), dtype=np.float64)
     ok = n2 > 1e-18  # False for NaN
@@ -145,7 +148,7 @@ def from_matrix(m: ArrayLike) -> F64:
     flat = mm.reshape(-1, 9)
     t = flat[:, [0, 4, 8]] @ _DIAG + 1.0
     vals = np.concatenate((flat @ _OFF, t), axis=-1)
-    q = np.take_along_axis(vals, _GATHER[np.argmax(t, axis=-1)], axis=-1)
+    q = vals[np.arange(len(vals))[:, None], _GATHER[t.argmax(-1)]]
     q = np.where(q[:, 3:4] < 0.0, -q, q)
     return normalize(q).reshape(*lead, 4)
 
@@ -154,34 +157,15 @@ def from_axis_angle(axis: ArrayLike, angle: ArrayLike) -> F64:
     """Rotation by angle (radians) about axis (need not be unit length)."""
     ax = np.asarray(axis, dtype=np.float64)
     an = np.asarray(angle, dtype=np.float64)
-    unit = ax / np.maximum(np.sqrt((ax * ax).sum(-1, keepdims=True)), EPS)
+    unit = ax / np.maximum(np.sqrt(np.add.reduce(ax * ax, -1, keepdims=True)), EPS)
     half = an[..., None] / 2.0
     return normalize(np.concatenate((unit * np.sin(half), np.cos(half)), axis=-1))
-
-
-def from_two_vectors(a: ArrayLike, b: ArrayLike) -> F64:
-    """Shortest-arc rotation taking direction a to direction b; opposite vectors turn 180°."""
-    va = np.asarray(a, dtype=np.float64)
-    vb = np.asarray(b, dtype=np.float64)
-    na = np.sqrt((va * va).sum(-1, keepdims=True))
-    nb = np.sqrt((vb * vb).sum(-1, keepdims=True))
-    ua = va / np.maximum(na, EPS)
-    ub = vb / np.maximum(nb, EPS)
-    w = 1.0 + (ua * ub).sum(-1, keepdims=True)
-    q = np.concatenate((cross(ua, ub), w), -1)
-    anti = (w[..., 0] < 1e-9) & (na[..., 0] > EPS) & (nb[..., 0] > EPS)
-    if np.any(anti):  # antiparallel: any axis perpendicular to a
-        alt = cross(ua, np.array([1.0, 0.0, 0.0]))
-        small = (alt * alt).sum(-1) < 1e-6
-        alt = np.where(small[..., None], cross(ua, np.array([0.0, 1.0, 0.0])), alt)
-        q = np.where(anti[..., None], np.concatenate((alt, np.zeros_like(w)), -1), q)
-    return normalize(q)
 
 
 def angle(q: ArrayLike) -> F64:
     """Rotation angle in radians, in [0, π]."""
     qn = normalize(q)
-    v = np.sqrt((qn[..., :3] ** 2).sum(-1))
+    v = np.sqrt(np.add.reduce(qn[..., :3] ** 2, -1))
     return np.asarray(2.0 * np.arctan2(v, np.abs(qn[..., 3])), dtype=np.float64)
 
 
@@ -190,7 +174,7 @@ def power(q: ArrayLike, t: float) -> F64:
     qn = normalize(q)
     qn = np.where(qn[..., 3:4] < 0, -qn, qn)
     v = qn[..., :3]
-    s = np.sqrt((v * v).sum(-1, keepdims=True))
+    s = np.sqrt(np.add.reduce(v * v, -1, keepdims=True))
     half = np.arctan2(s, qn[..., 3:4]) * t
     return normalize(np.concatenate((v / np.maximum(s, EPS) * np.sin(half), np.cos(half)), -1))
 
@@ -199,8 +183,8 @@ def twist(q: ArrayLike, axis: ArrayLike) -> F64:
     """Twist part of q about axis (swing-twist decomposition; q = swing * twist)."""
     qn = normalize(q)
     ax = np.asarray(axis, dtype=np.float64)
-    ax = ax / np.maximum(np.sqrt((ax * ax).sum(-1, keepdims=True)), EPS)
-    proj = (qn[..., :3] * ax).sum(-1, keepdims=True) * ax
+    ax = ax / np.maximum(np.sqrt(np.add.reduce(ax * ax, -1, keepdims=True)), EPS)
+    proj = np.add.reduce(qn[..., :3] * ax, -1, keepdims=True) * ax
     return normalize(np.concatenate((proj, qn[..., 3:4]), -1))
 
 
@@ -223,9 +207,92 @@ def to_euler_yxz(q: ArrayLike) -> F64:
     return np.asarray(np.degrees(np.stack((yaw, pitch, roll), -1)), dtype=np.float64)
 
 
-def from_euler_yxz(yaw: float, pitch: float, roll: float) -> F64:
-    """Inverse of to_euler_yxz (degrees)."""
-    qy = from_axis_angle(np.array([0.0, 1.0, 0.0]), np.radians(yaw))
-    qx = from_axis_angle(np.array([1.0, 0.0, 0.0]), np.radians(pitch))
-    qz = from_axis_angle(np.array([0.0, 0.0, 1.0]), np.radians(roll))
-    return mul(qy, mul(qx, qz))
+# Scalar versions for the handful of single quaternions a frame needs (joint splits, forearm
+# twist, head angles): plain float arithmetic beats numpy's per-call overhead ~10x there.
+Q = tuple[float, float, float, float]
+
+
+def mul1(a: Q, b: Q) -> Q:
+    """Hamilton product of two single quaternions given as (x, y, z, w) floats."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return (
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
+    )
+
+
+def normalize1(q: Q) -> Q:
+    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    if not n > 1e-9 or not math.isfinite(n):
+        return (0.0, 0.0, 0.0, 1.0)
+    return (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
+
+
+def power1(q: Q, t: float) -> Q:
+    """q^t for one quaternion (shortest arc), as power()."""
+    x, y, z, w = normalize1(q)
+    if w < 0.0:
+        x, y, z, w = -x, -y, -z, -w
+    s = math.sqrt(x * x + y * y + z * z)
+    if s < EPS:
+        return (0.0, 0.0, 0.0, 1.0)
+    half = math.atan2(s, w) * t
+    k = math.sin(half) / s
+    return (x * k, y * k, z * k, math.cos(half))
+
+
+def twist1(q: Q, axis: tuple[float, float, float]) -> Q:
+    """Twist of q about a unit axis, as twist()."""
+    d = q[0] * axis[0] + q[1] * axis[1] + q[2] * axis[2]
+    return normalize1((d * axis[0], d * axis[1], d * axis[2], q[3]))
+
+
+def euler1(q: Q) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) degrees of one quaternion, as to_euler_yxz()."""
+    x, y, z, w = normalize1(q)
+    m02 = 2 * (x * z + y * w)
+    m12 = 2 * (y * z - x * w)
+    m22 = 1 - 2 * (x * x + y * y)
+    m10 = 2 * (x * y + z * w)
+    m11 = 1 - 2 * (x * x + z * z)
+    return (
+        math.degrees(math.atan2(m02, m22)),
+        math.degrees(math.asin(min(max(-m12, -1.0), 1.0))),
+        math.degrees(math.atan2(m10, m11)),
+    )
+
+
+# Orthonormal frames from direction pairs: how the solver turns measured directions into
+# rotations, in one batch for all bones.
+
+
+def frames(prim: F64, sec: F64) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Frames (n, 3, 3) with columns [prim, sec ⟂ prim, prim x sec], and which rows are valid.
+
+    A row is invalid when prim has no length or sec is (nearly) parallel to it. Inputs must be
+    finite (landmarks go through clean() first).
+    """
+    pn = np.sqrt(np.add.reduce(prim * prim, -1, keepdims=True))
+    e1 = prim / np.maximum(pn, 1e-12)
+    s = sec - np.add.reduce(sec * e1, -1, keepdims=True) * e1
+    sn = np.sqrt(np.add.reduce(s * s, -1, keepdims=True))
+    secn = np.sqrt(np.add.reduce(sec * sec, -1, keepdims=True))
+    ok = (pn[:, 0] > 1e-9) & (sn[:, 0] > 1e-4 * secn[:, 0]) & (secn[:, 0] > 1e-9)
+    e2 = s / np.maximum(sn, 1e-12)
+    return np.stack((e1, e2, cross(e1, e2)), axis=-1), ok
+
+
+def unit(v: F64) -> F64:
+    """Unit vectors along the last axis (zero vectors stay zero)."""
+    return np.asarray(v / np.maximum(np.sqrt(np.add.reduce(v * v, -1, keepdims=True)), 1e-12))
+
+
+def swing_apply(a: F64, b: F64, v: F64) -> F64:
+    """Apply the shortest-arc rotation taking unit a to unit b to vectors v (batched Rodrigues)."""
+    c = np.add.reduce(a * b, -1, keepdims=True)
+    k = cross(a, b)
+    kv = np.add.reduce(k * v, -1, keepdims=True)
+    return np.asarray(v * c + cross(k, v) + k * kv / np.maximum(1.0 + c, 1e-6))

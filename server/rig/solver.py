@@ -40,7 +40,7 @@ import numpy.typing as npt
 from server.landmarks import Landmarks
 from server.rig import face as face_mod
 from server.rig import hands, quat
-from server.rig.quat import clean, cross
+from server.rig.quat import clean, cross, frames, swing_apply, unit
 from server.rig.skeleton import (
     BONE_INDEX,
     BONES,
@@ -60,18 +60,18 @@ B = BONE_INDEX
 N = len(BONES)
 UP = np.array([0.0, 1.0, 0.0])
 # Pose landmark indices (MediaPipe Pose topology).
-NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 2, 5, 7, 8
+L_EYE, R_EYE, L_EAR, R_EAR = 2, 5, 7, 8
 L_SH, R_SH, L_EL, R_EL, L_WR, R_WR = 11, 12, 13, 14, 15, 16
 L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANK, R_ANK = 23, 24, 25, 26, 27, 28
 L_HEEL, R_HEEL, L_TOE, R_TOE = 29, 30, 31, 32
-# (upper, lower, end, bone prefix, parent bone) for the 4 limbs; vectorised together.
+# (root, middle, end joint, upper bone, lower bone) of the 4 limbs, solved together.
 LIMBS = (
-    (L_SH, L_EL, L_WR, "LeftUpperArm", "LeftLowerArm", "Chest"),
-    (R_SH, R_EL, R_WR, "RightUpperArm", "RightLowerArm", "Chest"),
-    (L_HIP, L_KNEE, L_ANK, "LeftUpperLeg", "LeftLowerLeg", "Hips"),
-    (R_HIP, R_KNEE, R_ANK, "RightUpperLeg", "RightLowerLeg", "Hips"),
+    (L_SH, L_EL, L_WR, "LeftUpperArm", "LeftLowerArm"),
+    (R_SH, R_EL, R_WR, "RightUpperArm", "RightLowerArm"),
+    (L_HIP, L_KNEE, L_ANK, "LeftUpperLeg", "LeftLowerLeg"),
+    (R_HIP, R_KNEE, R_ANK, "RightUpperLeg", "RightLowerLeg"),
 )
-_LIMB_PTS = np.array([[a, b, c] for a, b, c, *_ in LIMBS])
+_LIMB_PTS = np.array([limb[:3] for limb in LIMBS])
 L_PINKY, R_PINKY, L_INDEX, R_INDEX = 17, 18, 19, 20
 
 
@@ -100,7 +100,7 @@ _BODY_PRIM = _weights(
     _diff(R_HIP, L_HIP),
     _diff(R_SH, L_SH),
     _diff(R_EAR, L_EAR),
-    *(_diff(b, a) for a, b, _c, *_ in LIMBS),
+    *(_diff(b, a) for a, b, *_ in LIMBS),
     *(_diff(c, b) for _a, b, c, *_ in LIMBS),
     _diff(L_TOE, L_HEEL),
     _diff(R_TOE, R_HEEL),
@@ -115,8 +115,7 @@ _BODY_SEC = _weights(
     _diff(L_INDEX, L_PINKY),
     _diff(R_INDEX, R_PINKY),
 )
-_LIMB_UPPER = np.array([B[u] for *_, u, _l, _p in LIMBS])
-_LIMB_LOWER = np.array([B[lo] for *_, _u, lo, _p in LIMBS])
+_LIMB_UPPER = np.array([B[limb[3]] for limb in LIMBS])
 # Hinge blending: sin(elbow angle) below STRAIGHT_LO uses the swing-carried rest hinge only.
 STRAIGHT_LO, STRAIGHT_HI = 0.08, 0.30
 HEAD = B["Head"]
@@ -128,12 +127,14 @@ HAND_ROWS = {
     )
     for side in ("left", "right")
 }
-_HANDS = np.array([B["LeftHand"], B["RightHand"]])
-_FOREARMS = np.array([B["LeftLowerArm"], B["RightLowerArm"]])
-_SPLIT_FROM = np.array([B["Hips"], B["Chest"]])
-_SPLIT_TO = np.array([B["Chest"], B["Head"]])
-_SPLIT_A = np.array([B["Spine"], B["Neck"]])
-_SPLIT_B = np.array([B["Chest"], B["Head"]])
+# (hand row, forearm row, forearm axis at rest) for moving pronation into the forearm.
+_TWIST_ROWS = [
+    (B[s + "Hand"], B[s + "LowerArm"], tuple(REST_PRIMARY[B[s + "Hand"]].tolist()))
+    for s in ("Left", "Right")
+]
+# (first half, second half, parent of the first): Spine/Chest split Hips->Chest, Neck/Head split
+# Chest->Head; the second bone's world rotation is the measured one.
+_SPLITS = [(B["Spine"], B["Chest"], B["Hips"]), (B["Neck"], B["Head"], B["Chest"])]
 _CONF_BODY = PART_INDEX["body"]
 _CONF_LIMBS = np.array([PART_INDEX[p] for p in ("left_arm", "right_arm", "left_leg", "right_leg")])
 _ARANGE = np.arange(N)
@@ -146,32 +147,8 @@ def _depth(i: int) -> int:
 _JUMPS = max(1, math.ceil(math.log2(max(_depth(i) for i in range(N)))))
 
 
-def frames(prim: F64, sec: F64) -> tuple[F64, npt.NDArray[np.bool_]]:
-    """Orthonormal frames (n, 3, 3) with columns [prim, sec ⟂ prim, prim x sec], and validity."""
-    pn = np.sqrt((prim * prim).sum(-1, keepdims=True))
-    e1 = prim / np.maximum(pn, 1e-12)
-    s = sec - (sec * e1).sum(-1, keepdims=True) * e1
-    sn = np.sqrt((s * s).sum(-1, keepdims=True))
-    secn = np.sqrt((sec * sec).sum(-1, keepdims=True))
-    ok = (pn[:, 0] > 1e-9) & (sn[:, 0] > 1e-4 * secn[:, 0]) & (secn[:, 0] > 1e-9)
-    ok &= np.all(np.isfinite(prim), -1) & np.all(np.isfinite(sec), -1)
-    e2 = s / np.maximum(sn, 1e-12)
-    return np.stack((e1, e2, cross(e1, e2)), axis=-1), ok
-
-
 REST_FRAMES, _ = frames(REST_PRIMARY, REST_SECONDARY)
 REST_FRAMES_T = np.swapaxes(REST_FRAMES, -1, -2)
-
-
-def _unit(v: F64) -> F64:
-    return v / np.maximum(np.sqrt((v * v).sum(-1, keepdims=True)), 1e-12)
-
-
-def _swing_apply(a: F64, b: F64, v: F64) -> F64:
-    """Apply the shortest-arc rotation taking unit a to unit b to the vectors v (batched)."""
-    c = (a * b).sum(-1, keepdims=True)
-    k = cross(a, b)
-    return v * c + cross(k, v) + k * (k * v).sum(-1, keepdims=True) / np.maximum(1.0 + c, 1e-6)
 
 
 class RigSolver:
@@ -236,7 +213,7 @@ class RigSolver:
             head = fr.head
             conf[PART_INDEX["face"]] = fr.confidence
         elif have[HEAD]:
-            head = quat.to_euler_yxz(world[HEAD])
+            head = np.array(quat.euler1(tuple(world[HEAD].tolist())))
 
         # Untracked bones take their nearest tracked ancestor's world rotation (identity local):
         # pointer jumping up the parent chain instead of a Python loop over bones.
@@ -248,9 +225,11 @@ class RigSolver:
         local = quat.mul(quat.conj(world[PARENT_INDEX]), world)
         local[0] = world[0]
         # Spine and Chest share hips->chest, Neck and Head share chest->head, half each.
-        half = quat.power(quat.mul(quat.conj(world[_SPLIT_FROM]), world[_SPLIT_TO]), 0.5)
-        local[_SPLIT_A] = half
-        local[_SPLIT_B] = half
+        w = world.tolist()
+        for a, b, parent in _SPLITS:
+            pa = w[parent]
+            rel = quat.mul1((-pa[0], -pa[1], -pa[2], pa[3]), tuple(w[b]))
+            local[a] = local[b] = quat.power1(rel, 0.5)
         self._forearm_twist(local, have)
 
         return Rig(
@@ -274,16 +253,16 @@ class RigSolver:
         torso, _ = frames(p[:2], s[:2])  # world frames of Hips and Chest
         upper, lower = p[3:7], p[7:11]  # left arm, right arm, left leg, right leg
         hinge = cross(upper, lower)
-        sin_bend = np.sqrt((hinge * hinge).sum(-1)) / np.maximum(
-            np.sqrt((upper * upper).sum(-1) * (lower * lower).sum(-1)), 1e-12
+        sin_bend = np.sqrt(np.add.reduce(hinge * hinge, -1)) / np.maximum(
+            np.sqrt(np.add.reduce(upper * upper, -1) * np.add.reduce(lower * lower, -1)), 1e-12
         )
         parent = torso[[1, 1, 0, 0]]  # arms hang off the chest, legs off the hips
         rest_axis = (parent @ REST_PRIMARY[_LIMB_UPPER][:, :, None])[:, :, 0]
         rest_hinge = (parent @ REST_SECONDARY[_LIMB_UPPER][:, :, None])[:, :, 0]
-        carried = _swing_apply(_unit(rest_axis), _unit(upper), rest_hinge)
-        w = np.clip((sin_bend - STRAIGHT_LO) / (STRAIGHT_HI - STRAIGHT_LO), 0.0, 1.0)
+        carried = swing_apply(unit(rest_axis), unit(upper), rest_hinge)
+        w = np.minimum(np.maximum((sin_bend - STRAIGHT_LO) / (STRAIGHT_HI - STRAIGHT_LO), 0.0), 1.0)
         w = (w * w * (3.0 - 2.0 * w))[:, None]
-        h = w * _unit(hinge) + (1.0 - w) * _unit(carried)
+        h = w * unit(hinge) + (1.0 - w) * unit(carried)
         s[3:7] = h
         s[7:11] = h
         s[11:13] = h[2:]
@@ -303,13 +282,17 @@ class RigSolver:
 
     def _forearm_twist(self, local: F64, have: npt.NDArray[np.bool_]) -> None:
         """Move the hand's twist about the forearm axis into LowerArm (hand world unchanged)."""
-        use = have[_HANDS] & have[_FOREARMS]
-        if self.forearm_twist <= 0.0 or not use.any():
+        if self.forearm_twist <= 0.0:
             return
-        hand, fore = _HANDS[use], _FOREARMS[use]
-        t = quat.power(quat.twist(local[hand], REST_PRIMARY[hand]), self.forearm_twist)
-        local[fore] = quat.mul(local[fore], t)
-        local[hand] = quat.mul(quat.conj(t), local[hand])
+        for hand, fore, axis in _TWIST_ROWS:
+            if not (have[hand] and have[fore]):
+                continue
+            h = tuple(local[hand].tolist())
+            t = quat.twist1(h, axis)
+            if self.forearm_twist != 1.0:
+                t = quat.power1(t, self.forearm_twist)
+            local[fore] = quat.mul1(tuple(local[fore].tolist()), t)
+            local[hand] = quat.mul1((-t[0], -t[1], -t[2], t[3]), h)
 
     def _hips_position(self, lm: Landmarks, pts: F64 | None) -> F64:
         pose, world = lm.get("pose"), lm.get("pose_world")
