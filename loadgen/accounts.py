@@ -87,6 +87,9 @@ class Accounts:
         self.record.final_stats = True
         self.record.server_received = int(msg.get("received", 0))
         self.final_dropped = int(msg.get("dropped_total", 0))
+        reasons = msg.get("dropped")
+        if isinstance(reasons, dict):
+            self.record.drop_reasons = {str(k): int(v) for k, v in reasons.items() if v}
         return not msg.get("pending") and not msg.get("in_flight")
 
     def close_books(self) -> None:

@@ -11,7 +11,8 @@ JSON report (`--json PATH`), version 1:
         "sessions": {ok, refused, failed, unfinished, rejections: {http_503, close_1013},
                      final_stats_missing, unbalanced},
         "frames": {sent, results, frame_errors, dropped, dropped_in_results, dropped_final,
-                   unanswered, balanced, discrepancy, skipped_local},
+                   unanswered, balanced, discrepancy, skipped_local,
+                   dropped_by_reason: {superseded, stale, ...}},   # from the closing stats
         "rates": {sent_per_s, results_per_s},        # results_per_s over the steady window
         "drop_pct", "error_pct",          # % of frames sent; error = frame errors + unanswered
         "latency_ms" | "server_total_ms" | "connect_ms":
@@ -76,6 +77,9 @@ def stage_table(s: dict[str, Any]) -> Table:
         f"frame errors {fr['frame_errors']}  unanswered {fr['unanswered']}  "
         f"skipped locally {fr['skipped_local']}",
     )
+    if fr["dropped_by_reason"]:
+        why = "  ".join(f"{k} {v}" for k, v in sorted(fr["dropped_by_reason"].items()))
+        t.add_row("drops by reason", why)
     balance = "balanced" if fr["balanced"] else f"OFF BY {fr['discrepancy']}"
     t.add_row("books", f"sent = results + errors + dropped + unanswered: {balance}")
     t.add_row(

@@ -145,6 +145,7 @@ class SessionRecord:
     server_received: int | None = None  # the server's `received` in the final stats
     rejections: int = 0
     close_code: int | None = None
+    drop_reasons: dict[str, int] = field(default_factory=dict)  # from the closing stats
 
     @property
     def result_fps(self) -> float:
@@ -212,7 +213,11 @@ def summarize(
             "final_stats_missing": sum(1 for r in admitted if not r.final_stats),
             "unbalanced": sum(1 for r in admitted if not r.books.balanced),
         },
-        "frames": {**books.to_json(), "skipped_local": sum(r.skipped for r in records)},
+        "frames": {
+            **books.to_json(),
+            "skipped_local": sum(r.skipped for r in records),
+            "dropped_by_reason": dict(sum((Counter(r.drop_reasons) for r in records), Counter())),
+        },
         "rates": {
             "sent_per_s": round(sent / span, 3) if span else 0.0,
             "results_per_s": round(results / span, 3) if span else 0.0,

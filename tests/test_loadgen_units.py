@@ -173,6 +173,7 @@ def _result(frame: int, dropped: int, ts: float = 0.0) -> P.Result:
 def _stats(received: int, dropped_total: int, pending: int = 0, in_flight: int = 0) -> str:
     return P.dumps(
         {"type": "stats", "received": received, "dropped_total": dropped_total,
+         "dropped": {"superseded": dropped_total, "stale": 0},
          "pending": pending, "in_flight": in_flight}
     )  # fmt: skip
 
@@ -205,6 +206,7 @@ def test_accounts_close_balanced_books_from_real_messages(fmt: str) -> None:
     assert (b.sent, b.results, b.frame_errors) == (10, 4, 1)
     assert (b.dropped_in_results, b.dropped_final, b.dropped) == (3, 1, 4)
     assert b.unanswered == 1 and b.balanced
+    assert record.drop_reasons == {"superseded": 4}
     assert totals.latency.count == 4 and totals.server_ms.percentile(50) == pytest.approx(30, 0.01)
     assert totals.errors == {"error:undecodable": 1, "warning:worker_restarted": 1}
 
