@@ -232,6 +232,30 @@ def test_arms_down_rotate_upper_arms_90_degrees_about_forward_axis() -> None:
         assert deg(rig.bone(name)) < 2.0, name
 
 
+@pytest.mark.parametrize("bend", [30.0, 90.0, 130.0])
+def test_elbows_and_knees_bend_about_their_hinges(bend: float) -> None:
+    """Forearms fold forward, shins fold back; the upper bones must not roll to get there."""
+    p = body_points("t")
+    a = np.radians(bend)
+    for s, el, wr in ((1, 13, 15), (-1, 14, 16)):  # forearm toward the camera (-z)
+        p[wr] = p[el] + 0.25 * np.array([s * np.cos(a), 0.0, -np.sin(a)])
+    for kn, an in ((25, 27), (26, 28)):  # shin away from the camera (+z), i.e. backward
+        p[an] = p[kn] + 0.43 * np.array([0.0, np.cos(a), np.sin(a)])
+    rig = solve(landmarks(p))
+    for name in ("LeftUpperArm", "RightUpperArm", "LeftUpperLeg", "RightUpperLeg"):
+        assert deg(rig.bone(name)) < 2.0, name
+    expected = {  # rotation axis of each hinge in the avatar frame, for a positive bend
+        "LeftLowerArm": (0, 1, 0),  # -X toward +Z is a positive turn about +Y
+        "RightLowerArm": (0, -1, 0),  # +X toward +Z is a positive turn about -Y
+        "LeftLowerLeg": (1, 0, 0),  # -Y toward -Z is a positive turn about +X
+        "RightLowerLeg": (1, 0, 0),
+    }
+    for name, axis in expected.items():
+        q = rig.bone(name)
+        assert abs(deg(q) - bend) < 2.0, name
+        np.testing.assert_allclose(q[:3] / np.linalg.norm(q[:3]), axis, atol=0.02)
+
+
 def test_forward_kinematics_reproduces_random_limb_directions() -> None:
     """Solved local rotations, chained, point every limb where the landmarks do."""
     rng = np.random.default_rng(7)
@@ -368,6 +392,8 @@ def test_unit_quaternions_and_no_nan_on_degenerate_input() -> None:
         landmarks(None, face=nan((478, 3), np.nan, np.float32)),
         landmarks(None, right_hand=nan((21, 3), 0.5, np.float32)),  # all points coincide
     ]
+    rig = solve(landmarks(None, right_hand=np.full((21, 3), 0.5, np.float32)))
+    assert rig.part_confidence("right_hand") == 0.0  # all points on one spot: no hand
     p = body_points("t")
     p[13] = p[11]  # zero-length upper arm
     p[15] = p[13]

@@ -37,7 +37,8 @@ per frame, frame-to-frame jitter drops about 8.8x at 30 fps and 5x at 15 fps (a 
 lets more of each noise sample through).
 
 enabled=False passes values through untouched apart from mirroring and the hemisphere alignment.
-A gap longer than max_gap seconds (tracking lost, stream paused) restarts the filter.
+A gap longer than max_gap seconds (tracking lost, stream paused) restarts the filter. Confidence
+is never filtered: it reports tracking state, which a consumer wants at once.
 """
 
 from __future__ import annotations

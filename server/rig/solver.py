@@ -15,7 +15,8 @@ knuckle, ...) and a secondary one fixing its roll (elbow/knee hinge, hand side a
 rotation takes the rest pair (skeleton.REST_PRIMARY/REST_SECONDARY) onto the measured pair. All
 bones of a frame go through that in one numpy batch; locals are parent^-1 * child. Then:
 * Hips keep an upright secondary (world up), so leaning goes to Spine and Chest, which split the
-  hips->shoulders rotation half and half; Neck and Head split chest->head the same way.
+  hips->shoulders rotation half and half; Neck and Head split chest->head the same way. Hips
+  that are not visible (seated, close-up: MediaPipe guesses them) take the shoulders' yaw.
 * Nearly straight elbows/knees have no measurable hinge; the hinge then blends toward the rest
   hinge carried along by the shortest-arc swing, so the limb does not spin on noise.
 * The hand's twist about the forearm axis (pronation) moves into LowerArm, where it anatomically
@@ -203,6 +204,9 @@ class RigSolver:
             cur, ok = frames(prim[idx], sec[idx])
             world[idx] = quat.from_matrix(cur @ REST_FRAMES_T[idx])
             have[idx[~ok]] = False
+            for side in ("left", "right"):  # a degenerate hand is no hand
+                if not have[HAND_ROWS[side][0]]:
+                    conf[PART_INDEX[f"{side}_hand"]] = 0.0
 
         face = lm.get("face")
         fr = face_mod.solve_face(face, lm.width, lm.height) if face is not None else None
