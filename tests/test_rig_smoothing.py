@@ -191,3 +191,16 @@ def test_bad_parameters_are_rejected() -> None:
         RigSmoother(min_cutoff=0)
     with pytest.raises(ValueError):
         RigSmoother(blink_close=0.3, blink_open=0.5)
+
+
+def test_non_finite_input_does_not_poison_the_filter() -> None:
+    sm = RigSmoother()
+    sm.update(Rig.rest(), 0.0)
+    bad = Rig.rest()
+    bad.bones[3] = np.nan
+    bad.hips_position[:] = np.inf
+    bad.expressions[:] = np.nan
+    out = sm.update(bad, 1 / 30)
+    assert np.all(np.isfinite(out.bones)) and np.all(np.isfinite(out.hips_position))
+    good = sm.update(Rig.rest(), 2 / 30)
+    assert np.all(np.isfinite(good.bones)) and np.all(np.isfinite(good.expressions))

@@ -139,6 +139,7 @@ class RigSmoother:
         x[_HIPS] = src.hips_position
         x[_HEAD] = np.radians(src.head)
         x[_EXPR] = src.expressions
+        x = quat.clean(x)  # a NaN would otherwise stay in the filter state for good
 
         dt = t_seconds - self._t
         if not self.enabled or self._x is None or dt > self.max_gap or dt < 0:
