@@ -257,6 +257,30 @@ def test_streams_and_draws_the_skeleton_over_the_video(page: Page, server: Serve
     check_overlay(page, mirror=False)
 
 
+def test_credits_account_for_every_frame(page: Page, server: ServerProcess) -> None:
+    page.goto(f"{server.url}/")
+    wait_streaming(page, results=3)
+    # With 4 frames in flight the server supersedes frames waiting behind the one in inference.
+    page.get_by_label("Frames in flight").select_option("4")
+    session = hook(page, ".session.session")
+    start = hook(page, ".ledger")
+    wait_until(page, "n => window.holistream.results >= n + 30", start["results"])
+    end = hook(page, ".ledger")
+    assert hook(page, ".session.session") == session, "the session was replaced meanwhile"
+
+    assert end["inFlight"] <= 4
+    assert end["creditsExpired"] == 0, "a credit was lost and only came back by timeout"
+    assert end["frameErrors"] == 0
+    # A frame the server reports dropped comes back when a later frame's result arrives: the
+    # page's count of those trails the server's by at most the frames still in flight.
+    reported = end["droppedReported"] - start["droppedReported"]
+    released = end["releasedUnanswered"] - start["releasedUnanswered"]
+    assert -start["inFlight"] <= reported - released <= end["inFlight"], (start, end)
+    sent = end["framesSent"] - start["framesSent"]
+    answered = end["results"] - start["results"]
+    assert sent == answered + released + end["inFlight"] - start["inFlight"], (start, end)
+
+
 def test_stop_ends_the_stream_and_start_resumes_it(page: Page, server: ServerProcess) -> None:
     page.goto(f"{server.url}/")
     wait_streaming(page, results=3)

@@ -455,6 +455,11 @@ window.holistream = Object.freeze({
   get session() {
     return stream.session;
   },
+  /** Where every frame went: sent = results + frameErrors + releasedUnanswered + inFlight + creditsExpired (+ lost with a dropped connection). */
+  get ledger() {
+    const { framesSent, results, frameErrors, droppedReported, releasedUnanswered, creditsExpired } = stream;
+    return { framesSent, results, frameErrors, droppedReported, releasedUnanswered, creditsExpired, inFlight: stream.inFlight.size };
+  },
   get creditsExpired() {
     return stream.creditsExpired;
   },

@@ -110,12 +110,7 @@ export class SkeletonOverlay {
 
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
-    if (face) {
-      for (const { connections, color } of FACE_FEATURES) {
-        this.#lines(face, connections, color, 1.6 * unit);
-      }
-      this.#dots(face, FACE_IRIS_CENTERS, PALETTE.irises, 1.8 * unit);
-    }
+    // Back to front: the thick body lines, then the fine face contours, then the hands.
     if (pose) {
       const hidden = new Set();
       if (face || !this.layers.face) for (let i = 0; i < POSE_FACE_POINTS; i++) hidden.add(i);
@@ -127,6 +122,12 @@ export class SkeletonOverlay {
       const joints = [...new Set(connections.flat())];
       this.#lines(pose, connections, PALETTE.pose, 3.2 * unit);
       this.#dots(pose, joints, PALETTE.pose, 4 * unit);
+    }
+    if (face) {
+      for (const { connections, color } of FACE_FEATURES) {
+        this.#lines(face, connections, color, 1.6 * unit);
+      }
+      this.#dots(face, FACE_IRIS_CENTERS, PALETTE.irises, 1.8 * unit);
     }
     for (const [name, color] of [["left_hand", PALETTE.leftHand], ["right_hand", PALETTE.rightHand]]) {
       const hand = hands[name];

@@ -62,6 +62,9 @@ export class FrameStream extends EventTarget {
     this.results = 0;
     this.frameErrors = 0;
     this.creditsExpired = 0;
+    /** Σ `dropped` over all results, and the frames this page released for a later result. */
+    this.droppedReported = 0;
+    this.releasedUnanswered = 0;
     this.lastStats = null;
   }
 
@@ -301,11 +304,17 @@ export class FrameStream extends EventTarget {
   #onResult(result) {
     const now = performance.now();
     this.results++;
-    if (typeof result.dropped === "number") this.#sessionDropped.fromResults += result.dropped;
+    if (typeof result.dropped === "number") {
+      this.#sessionDropped.fromResults += result.dropped;
+      this.droppedReported += result.dropped;
+    }
     let freed = this.inFlight.delete(result.frame);
     for (const frameId of this.inFlight.keys()) {
       // Answered in order: an earlier frame still unanswered will never get a result.
-      if (frameId < result.frame) freed = this.inFlight.delete(frameId) || freed;
+      if (frameId < result.frame && this.inFlight.delete(frameId)) {
+        this.releasedUnanswered++;
+        freed = true;
+      }
     }
     const latencyMs = typeof result.ts === "number" ? now - result.ts : null;
     this.dispatchEvent(new CustomEvent("result", { detail: { result, latencyMs, receivedAt: now } }));
