@@ -131,7 +131,8 @@ def render(layout: Layout, out_dir: Path) -> Path:
     """Write the rendered configs into out_dir (created); returns the standalone nginx.conf.
 
     holistream.conf, holistream-locations.conf and holistream-tls.conf are also what a system
-    nginx includes; they refer to each other by absolute path."""
+    nginx includes; they refer to each other (and to instances.txt, the list of instances served
+    at /instances/) by absolute path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "temp").mkdir(exist_ok=True)
     out = _safe_path(out_dir)
@@ -144,7 +145,6 @@ def render(layout: Layout, out_dir: Path) -> Path:
             f"{indent * 2}proxy_pass http://{address}/;\n"
             f"{indent}}}"
         )
-    listing = "".join(f"{i} {a}\\n" for i, a in enumerate(layout.upstreams))
     servers = "\n".join(
         f"{indent}server {a} max_fails={layout.max_fails} fail_timeout={layout.fail_timeout_s}s;"
         for a in layout.upstreams
@@ -165,12 +165,14 @@ def render(layout: Layout, out_dir: Path) -> Path:
         "MAX_CONNS_PER_ADDRESS": str(layout.max_conns_per_address),
         "MAX_BODY": str(layout.max_body_bytes),
         "OPERATOR_ACCESS": "\n".join(access),
-        "INSTANCE_LIST": listing,
         "INSTANCE_LOCATIONS": "".join(instances),
         "TLS_LISTEN": layout.tls_listen or "",
         "CERT": _safe_path(layout.cert) if layout.cert else "",
         "KEY": _safe_path(layout.key) if layout.key else "",
     }
+    (out_dir / "instances.txt").write_text(
+        "".join(f"{i} {a}\n" for i, a in enumerate(layout.upstreams))
+    )
     for name in TEMPLATES:
         if name == "holistream-tls.conf" and layout.tls_listen is None:
             (out_dir / name).unlink(missing_ok=True)
