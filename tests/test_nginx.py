@@ -419,6 +419,30 @@ async def test_server_sees_the_real_client_address(pool: Pool) -> None:
                         instances=[direct]) == "127.0.0.2"
 
 
+async def test_named_streams_meet_on_one_instance(pool: Pool) -> None:
+    """Every session of a stream (?stream=NAME) goes to one instance, chosen by the name, so its
+    subscribers find its producer; a second producer is refused (409) across the pool."""
+    producers: list[Conn] = []
+    homes: dict[str, int] = {}
+    try:
+        for i in range(20):  # different names spread over the instances
+            name = f"nginx-test-{i}"
+            conn = await connect(f"{pool.nginx.ws_url}?stream={name}", hello={})
+            producers.append(conn)
+            homes[name] = (await asyncio.to_thread(instance_of, conn.ready["session"],
+                                                   pool.instances))[0]
+            if len(homes) >= 4 and len(set(homes.values())) == 2:
+                break
+        assert set(homes.values()) == {0, 1}, homes
+        for name in homes:
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await connect(f"{pool.nginx.ws_url}?stream={name}", hello={})
+            assert refused.value.response.status_code == 409
+            assert json.loads(refused.value.response.body)["error"]["code"] == "stream_taken"
+    finally:
+        await asyncio.gather(*(c.close() for c in producers))
+
+
 async def test_origin_check_works_through_nginx(pool: Pool) -> None:
     port = pool.nginx.port
     # A page served by the proxy on a non-default port, opened by a name (or LAN address):
