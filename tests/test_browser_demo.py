@@ -268,17 +268,18 @@ def test_credits_account_for_every_frame(page: Page, server: ServerProcess) -> N
     end = hook(page, ".ledger")
     assert hook(page, ".session.session") == session, "the session was replaced meanwhile"
 
-    assert end["inFlight"] <= 4
+    assert end["unanswered"] <= 4
     assert end["creditsExpired"] == 0, "a credit was lost and only came back by timeout"
     assert end["frameErrors"] == 0
     # A frame the server reports dropped comes back when a later frame's result arrives: the
-    # page's count of those trails the server's by at most the frames still in flight.
+    # page's count of those trails the server's by at most the frames still unanswered.
     reported = end["droppedReported"] - start["droppedReported"]
     released = end["releasedUnanswered"] - start["releasedUnanswered"]
-    assert -start["inFlight"] <= reported - released <= end["inFlight"], (start, end)
+    assert -start["unanswered"] <= reported - released <= end["unanswered"], (start, end)
     sent = end["framesSent"] - start["framesSent"]
     answered = end["results"] - start["results"]
-    assert sent == answered + released + end["inFlight"] - start["inFlight"], (start, end)
+    pending = end["unanswered"] - start["unanswered"]
+    assert sent == answered + released + pending, (start, end)
 
 
 def test_stop_ends_the_stream_and_start_resumes_it(page: Page, server: ServerProcess) -> None:

@@ -455,10 +455,13 @@ window.holistream = Object.freeze({
   get session() {
     return stream.session;
   },
-  /** Where every frame went: sent = results + frameErrors + releasedUnanswered + inFlight + creditsExpired (+ lost with a dropped connection). */
+  /**
+   * Where every frame went. Within a session: framesSent = results + frameErrors +
+   * releasedUnanswered + creditsExpired + unanswered.
+   */
   get ledger() {
-    const { framesSent, results, frameErrors, droppedReported, releasedUnanswered, creditsExpired } = stream;
-    return { framesSent, results, frameErrors, droppedReported, releasedUnanswered, creditsExpired, inFlight: stream.inFlight.size };
+    const { framesSent, results, frameErrors, droppedReported, releasedUnanswered, creditsExpired, unanswered } = stream;
+    return { framesSent, results, frameErrors, droppedReported, releasedUnanswered, creditsExpired, unanswered };
   },
   get creditsExpired() {
     return stream.creditsExpired;

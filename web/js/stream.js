@@ -52,7 +52,11 @@ export class FrameStream extends EventTarget {
     this.socket = null;
     /** The server's `ready` message of the current session. */
     this.session = null;
-    /** Unanswered frames: frame id → time its credit was taken (ms, performance.now()). */
+    /**
+     * Credits taken: frame id → {since: when (performance.now()), sent: false while the frame
+     * is still being encoded}.
+     * @type {Map<number, {since: number, sent: boolean}>}
+     */
     this.inFlight = new Map();
     this.creditTimeoutMs = MIN_CREDIT_TIMEOUT_MS;
     this.nextFrameId = 1;
@@ -76,6 +80,13 @@ export class FrameStream extends EventTarget {
 
   get limits() {
     return this.session?.limits ?? null;
+  }
+
+  /** Frames sent and not yet answered. */
+  get unanswered() {
+    let count = 0;
+    for (const { sent } of this.inFlight.values()) count += sent;
+    return count;
   }
 
   /** True when a frame may be captured and sent now. */
@@ -108,7 +119,7 @@ export class FrameStream extends EventTarget {
     if (!this.hasCredit) return null;
     const frameId = this.nextFrameId;
     this.nextFrameId = (this.nextFrameId + 1) >>> 0 || 1;
-    this.inFlight.set(frameId, performance.now());
+    this.inFlight.set(frameId, { since: performance.now(), sent: false });
     return frameId;
   }
 
@@ -135,7 +146,7 @@ export class FrameStream extends EventTarget {
       return false;
     }
     this.socket.send(encodeFrame(frameId, ts, image));
-    this.inFlight.set(frameId, performance.now());
+    this.inFlight.set(frameId, { since: performance.now(), sent: true });
     this.framesSent++;
     this.dispatchEvent(new CustomEvent("sent", { detail: { frameId, ts, bytes: image.byteLength } }));
     return true;
@@ -309,9 +320,9 @@ export class FrameStream extends EventTarget {
       this.droppedReported += result.dropped;
     }
     let freed = this.inFlight.delete(result.frame);
-    for (const frameId of this.inFlight.keys()) {
+    for (const [frameId, { sent }] of this.inFlight) {
       // Answered in order: an earlier frame still unanswered will never get a result.
-      if (frameId < result.frame && this.inFlight.delete(frameId)) {
+      if (sent && frameId < result.frame && this.inFlight.delete(frameId)) {
         this.releasedUnanswered++;
         freed = true;
       }
@@ -324,7 +335,7 @@ export class FrameStream extends EventTarget {
   #expireCredits() {
     const cutoff = performance.now() - this.creditTimeoutMs;
     let freed = false;
-    for (const [frameId, since] of this.inFlight) {
+    for (const [frameId, { since }] of this.inFlight) {
       if (since < cutoff) {
         this.inFlight.delete(frameId);
         this.creditsExpired++;
