@@ -310,7 +310,8 @@ def test_rendered_configs_pass_nginx_t(tmp_path: Path, certificate: tuple[Path, 
                           "proxy_set_header Upgrade $http_upgrade;",
                           "proxy_set_header Connection $holistream_connection_upgrade;",
                           "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                          "proxy_read_timeout 90s;", "proxy_next_upstream error timeout;"):
+                          "proxy_read_timeout 90s;", "proxy_next_upstream error timeout;",
+                          "hash $arg_stream consistent;"):
             assert directive in text, (shape, directive)
         for address in settings["upstreams"]:
             assert f"server {address} max_fails=1 fail_timeout=10s;" in text
@@ -441,6 +442,37 @@ async def test_named_streams_meet_on_one_instance(pool: Pool) -> None:
             assert json.loads(refused.value.response.body)["error"]["code"] == "stream_taken"
     finally:
         await asyncio.gather(*(c.close() for c in producers))
+
+
+async def test_subscribers_find_their_stream_through_nginx(pool: Pool) -> None:
+    """A subscriber arriving through the pool reaches the instance that holds its stream."""
+    if http_get(pool.nginx.url + "/instances/0/ws/subscribe")[0] == 404:
+        pytest.skip("this server build has no /ws/subscribe yet")
+    image = media("messi5.jpg").read_bytes()
+    conns: list[Conn] = []
+    homes: set[int] = set()
+    try:
+        for i in range(20):  # until streams on both instances were watched
+            name = f"nginx-watch-{i}"
+            producer = await connect(f"{pool.nginx.ws_url}?stream={name}", hello={})
+            conns.append(producer)
+            home = (await asyncio.to_thread(instance_of, producer.ready["session"],
+                                            pool.instances))[0]
+            if home in homes:
+                continue
+            homes.add(home)
+            watcher = await connect(f"{pool.nginx.url.replace('http', 'ws')}/ws/subscribe"
+                                    f"?stream={name}", hello={})
+            conns.append(watcher)
+            assert watcher.ready["role"] == "subscriber"
+            sent = await first_results(producer, image, 1)
+            seen = await watcher.recv_until(lambda m: is_type(m, "result"), timeout=15)
+            assert seen["frame"] == sent[0]["frame"] and seen["face"] == sent[0]["face"]
+            if homes == {0, 1}:
+                break
+        assert homes == {0, 1}
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
 
 
 async def test_origin_check_works_through_nginx(pool: Pool) -> None:
