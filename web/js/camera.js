@@ -9,8 +9,12 @@ export const RESOLUTIONS = [
 ];
 export const DEFAULT_RESOLUTION = "640x480";
 
-/** A camera error in words, with what to do about it. */
-export function describeCameraError(error) {
+/** A video source error in words, with what to do about it. */
+export function describeSourceError(error, kind) {
+  if (kind === "file") {
+    if (error?.name === "NoFile") return "Choose a video file to play.";
+    return "The browser cannot play this video file; try an MP4 (H.264) or WebM file.";
+  }
   if (!window.isSecureContext) {
     return "The camera needs a secure page: open it over HTTPS, or on this computer as localhost.";
   }
@@ -66,15 +70,24 @@ export class VideoSource {
     if (!navigator.mediaDevices?.getUserMedia) {
       throw Object.assign(new Error("getUserMedia is not available"), { name: "SecurityError" });
     }
-    const stream = await navigator.mediaDevices.getUserMedia({
-      audio: false,
-      video: {
-        deviceId: deviceId ? { exact: deviceId } : undefined,
-        width: { ideal: width },
-        height: { ideal: height },
-        frameRate: { ideal: 30 },
-      },
-    });
+    const open = (id) =>
+      navigator.mediaDevices.getUserMedia({
+        audio: false,
+        video: {
+          deviceId: id ? { exact: id } : undefined,
+          width: { ideal: width },
+          height: { ideal: height },
+          frameRate: { ideal: 30 },
+        },
+      });
+    let stream;
+    try {
+      stream = await open(deviceId);
+    } catch (error) {
+      // A remembered camera that is gone: take the default one instead.
+      if (!deviceId || !["OverconstrainedError", "NotFoundError"].includes(error?.name)) throw error;
+      stream = await open(null);
+    }
     this.stop();
     this.stream = stream;
     this.kind = "camera";

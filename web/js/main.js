@@ -1,7 +1,7 @@
 // The page: wires the video source, the frame pump, the stream, the overlay and the HUD to the
 // controls, and exposes read-only state on window.holistream for tests.
 
-import { DEFAULT_RESOLUTION, RESOLUTIONS, VideoSource, describeCameraError, listCameras } from "./camera.js";
+import { DEFAULT_RESOLUTION, RESOLUTIONS, VideoSource, describeSourceError, listCameras } from "./camera.js";
 import { FrameEncoder } from "./encoder.js";
 import { Hud, stateLabel } from "./hud.js";
 import { RateMeter, RollingPercentile } from "./metrics.js";
@@ -193,7 +193,7 @@ stream.addEventListener("state", ({ detail }) => {
 });
 
 stream.addEventListener("problem", ({ detail }) => {
-  showNotice(detail.level, detail.text, detail.level === "error" ? "connection" : "frame");
+  showNotice(detail.level, detail.text, detail.scope);
 });
 
 // --- start / stop ------------------------------------------------------------------------
@@ -209,8 +209,8 @@ async function start() {
     await openSource();
   } catch (error) {
     stop();
-    showNotice("error", describeCameraError(error), "camera");
-    ui.placeholderText.textContent = settings.source === "file" ? "Choose a video file to play." : "No camera picture.";
+    showNotice("error", describeSourceError(error, settings.source), "camera");
+    ui.placeholderText.textContent = settings.source === "file" ? "No video file playing" : "No camera picture";
     return;
   }
   watchVideoFrames();
@@ -241,7 +241,7 @@ async function reopenSource() {
     await openSource();
     watchVideoFrames();
   } catch (error) {
-    showNotice("error", describeCameraError(error), "camera");
+    showNotice("error", describeSourceError(error, settings.source), "camera");
   }
 }
 
@@ -292,8 +292,12 @@ function renderStatus() {
 }
 
 function renderControls() {
+  // Keep keyboard focus on the button that now does something.
+  const focused = document.activeElement;
   ui.start.disabled = running;
   ui.stop.disabled = !running;
+  if (running && (focused === ui.start || focused === ui.placeholderStart)) ui.stop.focus();
+  if (!running && focused === ui.stop) ui.start.focus();
   for (const el of document.querySelectorAll("[data-source]")) el.hidden = el.dataset.source !== settings.source;
 }
 

@@ -18,7 +18,7 @@ import { describeClose, describeError, encodeFrame, helloMessage, parseServerMes
 const MIN_CREDIT_TIMEOUT_MS = 3000;
 // How long to wait for `ready` after opening a socket before trying again (a server that is
 // still warming up may accept the socket and never answer).
-const HANDSHAKE_TIMEOUT_MS = 6000;
+const HANDSHAKE_TIMEOUT_MS = 10000;
 // Close code for "no ready in time" (application range 4000–4999).
 const CLOSE_NO_READY = 4000;
 
@@ -141,8 +141,8 @@ export class FrameStream extends EventTarget {
     if (limit && image.byteLength + 16 > limit) {
       this.cancel(frameId);
       const size = `${(image.byteLength / 1e6).toFixed(1)} MB`;
-      this.#problem("warning", "frame_too_big",
-        `A frame is ${size}, more than the server accepts; lower the resolution or the JPEG quality.`);
+      const text = `A frame is ${size}, more than the server accepts; lower the resolution or the JPEG quality.`;
+      this.#problem("warning", "frame_too_big", text, "frame");
       return false;
     }
     this.socket.send(encodeFrame(frameId, ts, image));
@@ -302,10 +302,10 @@ export class FrameStream extends EventTarget {
           this.cancel(msg.frame);
         }
         // A fatal error is reported with the close that follows it.
-        if (!msg.fatal) this.#problem("warning", msg.code, describeError(msg.code, msg.message));
+        if (!msg.fatal) this.#problem("warning", msg.code, describeError(msg.code, msg.message), "frame");
         break;
       case "warning":
-        this.#problem("warning", msg.code, msg.message || describeError(msg.code));
+        this.#problem("warning", msg.code, msg.message || describeError(msg.code), "session");
         break;
       default:
         break; // unknown types are ignored, as the protocol says
@@ -352,8 +352,14 @@ export class FrameStream extends EventTarget {
     this.dispatchEvent(new Event("credit"));
   }
 
-  #problem(level, code, text) {
-    this.dispatchEvent(new CustomEvent("problem", { detail: { level, code, text } }));
+  /**
+   * @param {"error" | "warning"} level
+   * @param {string} code
+   * @param {string} text  for people
+   * @param {"connection" | "session" | "frame"} scope  a connection problem is over once connected
+   */
+  #problem(level, code, text, scope = "connection") {
+    this.dispatchEvent(new CustomEvent("problem", { detail: { level, code, text, scope } }));
   }
 
   #setState(state) {
@@ -417,7 +423,9 @@ export async function explainRefusal(wsUrl) {
   // and a plain request cannot tell why (an Origin check only applies to the upgrade).
   return {
     code: null,
-    text: "The server refused the connection, perhaps because this page's address is not on its origin allow-list.",
+    text:
+      "The server refused the WebSocket connection: this page's address may not be on its origin " +
+      "allow-list, or a proxy in between does not pass WebSocket upgrades through.",
     retryAfterS,
   };
 }
