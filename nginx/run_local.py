@@ -182,6 +182,18 @@ def render(layout: Layout, out_dir: Path) -> Path:
     return out_dir / "nginx.conf"
 
 
+def unreachable_by_workers(path: Path) -> Path | None:
+    """Started as root, nginx's workers run as nobody and spill request bodies and large
+    responses (the demo's scripts) into temp/ of the run directory: every directory on the way
+    must let others through. The first one that does not, or None."""
+    if os.geteuid() != 0:
+        return None
+    for folder in [path.resolve(), *path.resolve().parents]:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            return folder
+    return None
+
+
 def find_nginx() -> str:
     """The nginx binary (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
     path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
@@ -545,6 +557,9 @@ def run(args: argparse.Namespace, serve_args: list[str]) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="holistream-nginx-")) if temporary else args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o755)  # nginx's workers (nobody, when started as root) use temp/ in here
+    if (closed := unreachable_by_workers(run_dir)) is not None:
+        raise LaunchError(f"nginx's workers (user nobody) cannot get through {closed}: "
+                          "choose a --run-dir they can reach, e.g. under /tmp")
     conf = render(layout, run_dir)
     check = nginx_test(nginx, conf)
     if check.returncode != 0:
