@@ -135,7 +135,9 @@ def start_nginx(upstreams: Sequence[str], *, name: str, tls: tuple[Path, Path] |
         run_dir,
     )
     check = run_local.nginx_test(NGINX, conf)
-    assert check.returncode == 0, check.stderr
+    if check.returncode != 0:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise AssertionError(f"nginx -t: {check.stderr}")
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
@@ -281,10 +283,14 @@ def pool(certificate: tuple[Path, Path]) -> Iterator[Pool]:
         for server in instances:
             server.stop()
         raise
-    yield Pool(instances, nginx, certificate[0])
-    nginx.stop()
-    for server in instances:
-        server.stop()
+    try:
+        yield Pool(instances, nginx, certificate[0])
+    finally:
+        try:
+            nginx.stop()
+        finally:
+            for server in instances:
+                server.stop()
 
 
 # --- configuration ------------------------------------------------------------------------------
