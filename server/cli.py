@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
 
     model = sub.add_parser("model", help="provision and self-check the model bundles")
-    from server.model import cli as model_cli
+    import server.model.cli as model_cli
 
     model_cli.add_arguments(model)
     model.set_defaults(func=model_cli.run)

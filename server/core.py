@@ -23,6 +23,7 @@ from server.config import Config
 from server.frame_slot import Pending
 from server.metrics import Metrics
 from server.session import FramePayload, Session
+from server.streams import Stream, StreamHub, Subscriber
 from server.worker_pool import Callbacks, WorkerPool
 from server.worker_process import WorkerSettings
 
@@ -59,14 +60,15 @@ class Core:
             WorkerSettings(models, config.max_image_pixels, config.max_image_side),
             Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
             max_frame_age_s=config.max_frame_age_ms / 1000,
-            rig_options=lambda s: s.hello.rig if s.hello else None,
+            rig_options=self._rig_options,
             cost=lambda s: self.admission.cpu_ms_per_s(s.pipeline, s.hello.fps if s.hello else 15),
         )
         self.metrics = Metrics(
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
         )
         self._ticker: asyncio.Task[None] | None = None
-        self.hub: Any = None  # server.streams.StreamHub once streams are enabled
+        self.hub = StreamHub()
+        self.hub.rig_changed = self.pool.set_rig
         self.version = __version__
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -112,6 +114,12 @@ class Core:
                 await self._ticker
         await self.pool.stop(self.config.shutdown_timeout_s)
 
+    def _rig_options(self, session: Session) -> protocol.RigOptions | None:
+        """The session's own rig options, or defaults when only a subscriber asked for it."""
+        if session.hello is not None and session.hello.rig is not None:
+            return session.hello.rig
+        return protocol.RigOptions() if self.hub.wants_rig(session) else None
+
     # -- admission -------------------------------------------------------------------------
     def admit(self, key: Any, pipeline: str, fps: float) -> Decision:
         if pipeline not in self.models:
@@ -136,6 +144,8 @@ class Core:
     def remove(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
+        if session.stream is not None:
+            self.hub.unpublish(session)
         self.metrics.sessions.labels(session.pipeline).dec()
         session.slot.clear("closing")
         self.pool.close(session)
@@ -159,6 +169,27 @@ class Core:
         session.offer(frame_id, FramePayload(ts, image), time.monotonic())
         self.metrics.frames_received.inc()
         self.pool.frame_ready(session)
+
+    # -- streams ---------------------------------------------------------------------------
+    def stream_live(self, name: str) -> bool:
+        return self.hub.has_producer(name)
+
+    def publish(self, session: Session) -> bool:
+        """Publish the session's results under its stream name; False if the name is taken."""
+        assert session.stream is not None
+        if self.hub.has_producer(session.stream):
+            return False
+        self.hub.publish(session)
+        return True
+
+    def subscribe(self, sub: Subscriber) -> Stream:
+        return self.hub.subscribe(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.hub.unsubscribe(sub)
+
+    async def list_streams(self) -> list[dict[str, Any]]:
+        return self.hub.list(time.monotonic())
 
     def refuse_frame(self, session: Session, code: str, message: str, frame: int | None) -> None:
         session.slot.received += 1
@@ -195,3 +226,5 @@ class Core:
             for session in list(self.sessions.values()):
                 if session.live:
                     session.send_control(protocol.dumps(session.stats(now)))
+            for sub in self.hub.stalled(now, self.config.subscriber_stall_s):
+                sub.on_stall()

@@ -63,7 +63,8 @@ class _Base:
         return self._landmarker.detect(image)
 
     def _select(self, parts: Parts) -> Parts:
-        return {name: parts.get(name) for name in self.wanted}
+        """Everything this pipeline found; the caller keeps what the session asked for."""
+        return parts
 
     def close(self) -> None:
         self._landmarker.close()

@@ -14,6 +14,7 @@ from holistream import protocol
 from server.config import Config
 from server.core import Core
 from server.web_common import CORE, SOCKETS
+from server.web_subscribe import list_streams, subscriber
 from server.web_ws import producer
 
 log = logging.getLogger("holistream")
@@ -53,6 +54,8 @@ def build_app(core: Core) -> web.Application:
     app[CORE] = core
     app[SOCKETS] = set()
     app.router.add_get("/ws", producer)
+    app.router.add_get("/ws/subscribe", subscriber)
+    app.router.add_get("/streams", list_streams)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

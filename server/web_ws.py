@@ -49,7 +49,7 @@ async def _send_loop(ws: web.WebSocketResponse, session: Session, wake: asyncio.
                 await ws.send_str(item)
 
 
-def _limit_send_buffer(request: web.Request, size: int) -> None:
+def limit_send_buffer(request: web.Request, size: int) -> None:
     """A small kernel send buffer makes a slow reader hit our latest-wins outbox within a few
     results, instead of letting megabytes of stale results queue in the kernel."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
@@ -58,10 +58,23 @@ def _limit_send_buffer(request: web.Request, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
-async def _close(ws: web.WebSocketResponse, code: int, error: str, message: str) -> None:
-    with contextlib.suppress(Exception):
-        await ws.send_str(protocol.error_message(error, message, fatal=True))
-        await ws.close(code=code, message=error.encode())
+async def close_with_error(
+    ws: web.WebSocketResponse,
+    code: int,
+    error: str,
+    message: str,
+    transport: asyncio.Transport | None = None,
+) -> None:
+    """Send a fatal error and close; a peer that does not read gets its transport aborted."""
+    try:
+        async with asyncio.timeout(2.0):
+            await ws.send_str(protocol.error_message(error, message, fatal=True))
+            await ws.close(code=code, message=error.encode())
+    except TimeoutError:
+        if transport is not None:
+            transport.abort()
+    except Exception:  # the peer is already gone
+        pass
 
 
 async def producer(request: web.Request) -> web.StreamResponse:
@@ -73,8 +86,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
     stream = request.query.get("stream")
     if stream is not None and (problem := validate_stream_name(stream)):
         return http_error(400, "bad_request", problem)
-    hub = core.hub
-    if stream is not None and hub is not None and hub.has_producer(stream):
+    if stream is not None and core.stream_live(stream):
         return http_error(409, "stream_taken", f"stream {stream!r} already has a producer")
     try:
         query_parts = request.query.get("parts", "face,hands,pose")
@@ -96,7 +108,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
     except Exception:
         core.release(session.id)
         raise
-    _limit_send_buffer(request, cfg.send_buffer_bytes)
+    limit_send_buffer(request, cfg.send_buffer_bytes)
     wake = asyncio.Event()
     session.wake = wake.set
     sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
@@ -106,11 +118,9 @@ async def producer(request: web.Request) -> web.StreamResponse:
         await _receive_loop(ws, core, session)
     except Exception:
         log.exception("session %s failed", session.id[:8])
-        await _close(ws, WSCloseCode.INTERNAL_ERROR, "internal", "internal server error")
+        await close_with_error(ws, WSCloseCode.INTERNAL_ERROR, "internal", "internal server error")
     finally:
         request.app[SOCKETS].discard(ws)
-        if hub is not None and session.hello is not None and stream is not None:
-            hub.unpublish(session)
         core.remove(session)
         core.release(session.id)
         sender.cancel()
@@ -129,7 +139,8 @@ async def _receive_loop(ws: web.WebSocketResponse, core: Core, session: Session)
         try:
             msg = await ws.receive(timeout=cfg.idle_timeout_s)
         except TimeoutError:
-            await _close(ws, POLICY, "idle_timeout", f"no message for {cfg.idle_timeout_s:g} s")
+            idle = f"no message for {cfg.idle_timeout_s:g} s"
+            await close_with_error(ws, POLICY, "idle_timeout", idle)
             return
         if msg.type == WSMsgType.BINARY:
             _on_frame(core, session, msg.data)
@@ -180,18 +191,18 @@ async def _on_hello(ws: web.WebSocketResponse, core: Core, session: Session, msg
     try:
         hello = protocol.parse_hello(msg)
     except ProtocolError as exc:
-        await _close(ws, POLICY, exc.code, exc.message)
+        await close_with_error(ws, POLICY, exc.code, exc.message)
         return False
     decision = core.admit(session.id, protocol.pipeline_for(hello.parts), hello.fps)
     if not decision.admitted:
-        await _close(ws, TRY_AGAIN_LATER, "server_full", decision.reason)
+        await close_with_error(ws, TRY_AGAIN_LATER, "server_full", decision.reason)
         return False
     session.configure(hello)
     core.add(session)
     await core.open(session)
-    hub = core.hub
-    if hub is not None and session.stream is not None:
-        hub.publish(session)
+    if session.stream is not None and not core.publish(session):
+        await close_with_error(ws, POLICY, "stream_taken", f"stream {session.stream!r} is taken")
+        return False
     session.send_control(protocol.dumps(_ready(core, session)))
     session.live = True
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import socket
@@ -47,6 +48,18 @@ class Callbacks:
 
 
 @dataclass(eq=False)
+class PredictJob:
+    """One single-image request; it takes turns with the streaming sessions of its worker."""
+
+    key: str
+    pipeline: str
+    wanted: tuple[str, ...]
+    data: bytes
+    future: asyncio.Future[Any]
+    started: bool = False
+
+
+@dataclass(eq=False)
 class WorkerHandle:
     index: int
     process: Any = None
@@ -80,6 +93,8 @@ class WorkerPool:
         self.cost = cost
         self.workers = [WorkerHandle(i) for i in range(count)]
         self.sessions: dict[str, Any] = {}
+        self.jobs: dict[str, PredictJob] = {}
+        self._job_ids = itertools.count()
         self.restarts = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._readers: set[asyncio.Task[None]] = set()
@@ -173,10 +188,37 @@ class WorkerPool:
         self._send(worker, ("close", session.id))
         session.worker = None
 
+    def set_rig(self, session: Any) -> None:
+        if session.worker is not None:
+            worker = self.workers[session.worker]
+            self._send(worker, ("rig", session.id, self.rig_options(session)))
+
     async def call_all(self, msg: tuple[Any, ...]) -> list[Any]:
         return await asyncio.gather(
             *(self.request(w, msg[0], msg) for w in self.workers if w.alive)
         )
+
+    # -- single images ---------------------------------------------------------------------
+    @property
+    def predict_backlog(self) -> int:
+        """Single-image jobs accepted and not yet started."""
+        return sum(1 for job in self.jobs.values() if not job.started)
+
+    async def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
+        """Run one image on the least busy worker, taking turns with its sessions. Cancelling
+        the call before the job starts withdraws it (a client that left frees its place)."""
+        alive = [w for w in self.workers if w.alive] or self.workers
+        worker = min(alive, key=lambda w: (len(w.scheduler) + (w.in_flight is not None), w.load))
+        key = f"predict:{next(self._job_ids)}"
+        job = PredictJob(key, pipeline, wanted, data, asyncio.get_running_loop().create_future())
+        self.jobs[key] = job
+        worker.scheduler.ready(key)
+        self._pump(worker)
+        try:
+            return await job.future
+        finally:
+            self.jobs.pop(key, None)
+            worker.scheduler.remove(key)
 
     # -- frames ----------------------------------------------------------------------------
     def frame_ready(self, session: Any) -> None:
@@ -192,6 +234,12 @@ class WorkerPool:
             return
         now = time.monotonic()
         while (sid := worker.scheduler.next()) is not None:
+            job = self.jobs.get(sid)
+            if job is not None:
+                job.started = True
+                worker.in_flight = sid
+                self._send(worker, ("predict", sid, job.pipeline, job.wanted, job.data))
+                return
             session = self.sessions.get(sid)
             if session is None:
                 continue
@@ -217,6 +265,14 @@ class WorkerPool:
 
     def _dispatch(self, worker: WorkerHandle, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
+        if kind in ("predicted", "predict_error"):
+            if worker.in_flight == msg[1]:
+                worker.in_flight = None
+            job = self.jobs.get(msg[1])
+            if job is not None and not job.future.done():
+                job.future.set_result(msg)
+            self._pump(worker)
+            return
         if kind in ("result", "frame_error"):
             sid, frame_id = msg[1], msg[2]
             if worker.in_flight == sid:
@@ -257,6 +313,8 @@ class WorkerPool:
         worker.waiters.clear()
         if lost is not None and lost in self.sessions:
             self.sessions[lost].slot.fail_in_flight("worker_lost")
+        if lost is not None and lost in self.jobs and not self.jobs[lost].future.done():
+            self.jobs[lost].future.set_exception(ConnectionError("the worker died"))
         await asyncio.sleep(min(0.2 * worker.restarts, 2.0))
         await self._spawn(worker)
         for sid in list(worker.sessions):

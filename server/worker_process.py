@@ -34,7 +34,8 @@ class WorkerSettings:
 @dataclass(slots=True)
 class _Tracker:
     detector: Any
-    rig: Any  # server.rig session state, or None
+    wanted: tuple[str, ...]
+    rig: Any  # server.rig_session.RigSession, or None
 
 
 def _rss_bytes() -> int:
@@ -52,6 +53,7 @@ class Worker:
         self.index = index
         self.settings = settings
         self.trackers: dict[str, _Tracker] = {}
+        self._predictor: Any = None
 
     # -- message handlers ------------------------------------------------------------------
     def open(self, sid: str, pipeline: str, wanted: tuple[str, ...], rig: Any) -> Any:
@@ -63,8 +65,14 @@ class Worker:
             detector = self._pipelines.create(pipeline, self.settings.models[pipeline], wanted)
         except Exception as exc:  # a broken model must not kill the worker's other sessions
             return ("open_failed", sid, f"{type(exc).__name__}: {exc}")
-        self.trackers[sid] = _Tracker(detector, self._make_rig(rig))
+        self.trackers[sid] = _Tracker(detector, wanted, self._make_rig(rig))
         return ("opened", sid, pipeline, (time.perf_counter() - t0) * 1000)
+
+    def set_rig(self, sid: str, options: Any) -> None:
+        """Turn the rig on or off for a live session (a subscriber asked for it)."""
+        tracker = self.trackers.get(sid)
+        if tracker is not None and (tracker.rig is None) != (options is None):
+            tracker.rig = self._make_rig(options)
 
     def close(self, sid: str) -> None:
         tracker = self.trackers.pop(sid, None)
@@ -82,16 +90,29 @@ class Worker:
         except self._imaging.ImageError as exc:
             return ("frame_error", sid, frame_id, exc.code, exc.message)
         t1 = time.perf_counter()
-        parts = tracker.detector.detect(rgb, mp_ts)
+        found = tracker.detector.detect(rgb, mp_ts)
         t2 = time.perf_counter()
+        height, width = rgb.shape[:2]
         rig = None
         if tracker.rig is not None:
-            rig = tracker.rig.solve(parts, rgb.shape[1], rgb.shape[0], mp_ts / 1000.0)
-        height, width = rgb.shape[:2]
+            rig = tracker.rig.solve(found, width, height, mp_ts / 1000.0)
+        parts = {name: found.get(name) for name in tracker.wanted}
         return (
             "result", sid, frame_id, width, height, parts,
             (t1 - t0) * 1000, (t2 - t1) * 1000, rig,
         )
+
+    def predict(self, key: str, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
+        """One independent image (IMAGE mode); see server.predict_worker for the state cure."""
+        if self._predictor is None:
+            from server.predict_worker import ImagePredictor
+
+            self._predictor = ImagePredictor(self.settings.models, self._decode)
+        try:
+            payload = self._predictor.predict(pipeline, wanted, data)
+        except self._imaging.ImageError as exc:
+            return ("predict_error", key, exc.code, exc.message)
+        return ("predicted", key, payload)
 
     def calibrate(self, images: dict[str, bytes], frames: int) -> Any:
         """Measure per pipeline: CPU ms per frame (every thread of this process; robust to
@@ -139,8 +160,10 @@ class Worker:
         handlers: dict[str, Callable[..., Any]] = {
             "open": self.open,
             "close": self.close,
+            "rig": self.set_rig,
             "frame": self.frame,
             "calibrate": self.calibrate,
+            "predict": self.predict,
             "info": self.info,
         }
         ipc.send_blocking(self.sock, ("hello", self.index, os.getpid()))

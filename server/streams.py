@@ -1,0 +1,178 @@
+"""Named streams: one producer's results fanned out to many subscribers, in-process.
+
+No sockets here. A result is serialised once per format (the Outgoing caches its encodings) and
+the same bytes go to every subscriber that wants that format. Each subscriber has a small bounded
+buffer: one that reads slowly loses its oldest results (a gap in `seq`), never the producer's
+time or the other subscribers' latency, and is closed if it stays stalled.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from holistream import protocol
+from server.session import Outgoing, Session
+from server.stats import RollingRate
+
+
+@dataclass(eq=False)
+class Subscriber:
+    stream: str
+    format: str = "json"
+    rig: bool = False
+    capacity: int = 8
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    buffer: deque[tuple[bool, bytes | str]] = field(default_factory=deque)  # (is_result, data)
+    lost: int = 0
+    delivered: int = 0
+    stalled_since: float | None = None
+    wake: Callable[[], None] = lambda: None
+    on_stall: Callable[[], None] = lambda: None  # close it: it stopped reading
+    created: float = field(default_factory=time.monotonic)
+
+    def offer_result(self, data: bytes, now: float) -> None:
+        if len(self.buffer) >= self.capacity:
+            # Drop the oldest result (events are kept: they are few and matter).
+            for i, (is_result, _) in enumerate(self.buffer):
+                if is_result:
+                    del self.buffer[i]
+                    break
+            self.lost += 1
+            if self.stalled_since is None:
+                self.stalled_since = now
+        self.buffer.append((True, data))
+        self.wake()
+
+    def offer_event(self, text: str) -> None:
+        self.buffer.append((False, text))
+        self.wake()
+
+    def pop(self) -> tuple[bool, bytes | str] | None:
+        return self.buffer.popleft() if self.buffer else None
+
+    def sent(self) -> None:
+        """The socket took a message: the subscriber is reading again."""
+        self.delivered += 1
+        self.stalled_since = None
+
+
+@dataclass(eq=False)
+class Stream:
+    name: str
+    producer: Session | None = None
+    subscribers: set[Subscriber] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    rate: RollingRate = field(default_factory=RollingRate)
+    results: int = 0
+
+    def describe(self, now: float) -> dict[str, Any]:
+        producer = self.producer
+        return {
+            "name": self.name,
+            "live": producer is not None,
+            "pipeline": producer.pipeline if producer else None,
+            "fps": round(self.rate.rate(now), 2),
+            "subscribers": len(self.subscribers),
+            "age_s": round(now - self.started, 1),
+            "results": self.results,
+        }
+
+
+def stream_started(stream: Stream) -> str:
+    producer = stream.producer
+    assert producer is not None and producer.hello is not None
+    return protocol.dumps(
+        {
+            "type": "stream_started",
+            "stream": stream.name,
+            "pipeline": producer.pipeline,
+            "parts": list(producer.hello.parts),
+        }
+    )
+
+
+def stream_ended(name: str, reason: str) -> str:
+    return protocol.dumps({"type": "stream_ended", "stream": name, "reason": reason})
+
+
+class StreamHub:
+    """The streams of this instance. `relay` (e.g. Redis) sees every publish, if configured."""
+
+    def __init__(self, relay: Any = None) -> None:
+        self.streams: dict[str, Stream] = {}
+        self.relay = relay
+        self.rig_changed: Callable[[Session], None] = lambda s: None
+
+    def has_producer(self, name: str) -> bool:
+        stream = self.streams.get(name)
+        return stream is not None and stream.producer is not None
+
+    def publish(self, session: Session) -> None:
+        assert session.stream is not None
+        stream = self.streams.setdefault(session.stream, Stream(session.stream))
+        stream.producer, stream.started, stream.results = session, time.monotonic(), 0
+        session.on_result.append(lambda out: self._fan_out(stream, out))
+        event = stream_started(stream)
+        for sub in stream.subscribers:
+            sub.offer_event(event)
+        if self.relay is not None:
+            self.relay.started(stream.name, event)
+
+    def unpublish(self, session: Session, reason: str = "producer_closed") -> None:
+        stream = self.streams.get(session.stream or "")
+        if stream is None or stream.producer is not session:
+            return
+        stream.producer = None
+        event = stream_ended(stream.name, reason)
+        for sub in stream.subscribers:
+            sub.offer_event(event)
+        if self.relay is not None:
+            self.relay.ended(stream.name, event)
+        if not stream.subscribers:
+            del self.streams[stream.name]
+
+    def subscribe(self, sub: Subscriber) -> Stream:
+        stream = self.streams.setdefault(sub.stream, Stream(sub.stream))
+        stream.subscribers.add(sub)
+        if stream.producer is not None:
+            sub.offer_event(stream_started(stream))
+            if sub.rig:
+                self.rig_changed(stream.producer)
+        return stream
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        stream = self.streams.get(sub.stream)
+        if stream is None:
+            return
+        stream.subscribers.discard(sub)
+        if stream.producer is None and not stream.subscribers:
+            del self.streams[stream.name]
+
+    def wants_rig(self, session: Session) -> bool:
+        stream = self.streams.get(session.stream or "")
+        return stream is not None and any(s.rig for s in stream.subscribers)
+
+    def _fan_out(self, stream: Stream, out: Outgoing) -> None:
+        now = time.monotonic()
+        stream.results += 1
+        stream.rate.tick(now)
+        for sub in stream.subscribers:
+            sub.offer_result(out.encoded(sub.format), now)
+        if self.relay is not None:
+            self.relay.result(stream.name, out.encoded("binary"))
+
+    def stalled(self, now: float, limit_s: float) -> list[Subscriber]:
+        return [
+            sub
+            for stream in self.streams.values()
+            for sub in stream.subscribers
+            if sub.stalled_since is not None and now - sub.stalled_since > limit_s
+        ]
+
+    def list(self, now: float) -> list[dict[str, Any]]:
+        return [s.describe(now) for s in self.streams.values() if s.producer is not None]

@@ -1,0 +1,175 @@
+"""`GET /ws/subscribe?stream=NAME` (read-only sessions) and `GET /streams`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from holistream import protocol
+from holistream.protocol import ProtocolError
+from server.core import Core
+from server.streams import Subscriber
+from server.web_common import CORE, SOCKETS, access_error, http_error, validate_stream_name
+from server.web_ws import close_with_error, limit_send_buffer
+
+log = logging.getLogger("holistream.subscribe")
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    return web.json_response({"streams": await core.list_streams()})
+
+
+async def subscriber(request: web.Request) -> web.StreamResponse:
+    core: Core = request.app[CORE]
+    cfg = core.config
+    refused = access_error(request)
+    if refused is not None:
+        return refused
+    name = request.query.get("stream")
+    if name is None or validate_stream_name(name):
+        return http_error(400, "bad_request", "a valid ?stream=NAME is required")
+    ws = web.WebSocketResponse(
+        max_msg_size=64 * 1024, heartbeat=cfg.ping_interval_s, autoping=True
+    )
+    await ws.prepare(request)
+    limit_send_buffer(request, cfg.send_buffer_bytes)
+    try:
+        hello = await _receive_hello(ws, cfg.idle_timeout_s)
+    except ProtocolError as exc:
+        await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, exc.code, exc.message)
+        return ws
+    if hello is None:
+        return ws
+    sub = Subscriber(
+        name, hello.format, hello.rig is not None, capacity=cfg.subscriber_buffer
+    )
+    wake = asyncio.Event()
+    sub.wake = wake.set
+    sub.on_stall = lambda: _stall_close(ws, sub, request.transport)
+    request.app[SOCKETS].add(ws)
+    stream = core.subscribe(sub)
+    await ws.send_str(
+        protocol.dumps(
+            {
+                "type": "ready",
+                "protocol": protocol.PROTOCOL_VERSION,
+                "session": sub.id,
+                "role": "subscriber",
+                "stream": name,
+                "live": stream.producer is not None,
+                "format": sub.format,
+                "limits": {
+                    "buffer": sub.capacity,
+                    "stall_s": cfg.subscriber_stall_s,
+                    "wait_s": cfg.subscriber_wait_s,
+                },
+            }
+        )
+    )
+    sender = asyncio.create_task(_send_loop(ws, sub, wake), name=f"sub-{sub.id[:8]}")
+    watchdog = asyncio.create_task(_wait_for_producer(ws, core, sub, cfg.subscriber_wait_s))
+    core.metrics.subscribers.inc()
+    try:
+        await _receive_loop(ws, sub)
+    finally:
+        request.app[SOCKETS].discard(ws)
+        core.unsubscribe(sub)
+        core.metrics.subscribers.dec()
+        for task in (sender, watchdog):
+            task.cancel()
+        await asyncio.gather(sender, watchdog, return_exceptions=True)
+        log.info("subscriber %s of %r left: %d sent, %d lost", sub.id[:8], name,
+                 sub.delivered, sub.lost)
+    return ws
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _stall_close(
+    ws: web.WebSocketResponse, sub: Subscriber, transport: asyncio.Transport | None
+) -> None:
+    sub.on_stall = lambda: None
+    task = asyncio.create_task(
+        close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "slow_consumer",
+                         "this subscriber stopped reading", transport)
+    )
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _receive_hello(ws: web.WebSocketResponse, timeout: float) -> protocol.Hello | None:
+    try:
+        msg = await ws.receive(timeout=timeout)
+    except TimeoutError:
+        await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "idle_timeout", "no hello")
+        return None
+    if msg.type != WSMsgType.TEXT:
+        if msg.type == WSMsgType.BINARY:
+            await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "read_only",
+                                   "subscribers do not send frames")
+        return None
+    parsed = protocol.parse_message(msg.data)
+    if parsed["type"] != "hello":
+        raise ProtocolError("bad_hello", "send 'hello' first")
+    return protocol.parse_hello(parsed)
+
+
+async def _send_loop(ws: web.WebSocketResponse, sub: Subscriber, wake: asyncio.Event) -> None:
+    while not ws.closed:
+        await wake.wait()
+        wake.clear()
+        while (item := sub.pop()) is not None:
+            is_result, data = item
+            if ws.closed:
+                return
+            if isinstance(data, str):
+                await ws.send_str(data)
+            else:
+                binary = is_result and sub.format == "binary"
+                await ws.send_frame(data, WSMsgType.BINARY if binary else WSMsgType.TEXT)
+            if is_result:
+                sub.sent()
+
+
+async def _receive_loop(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    async for msg in ws:
+        if msg.type == WSMsgType.BINARY:
+            sub.offer_event(protocol.error_message("read_only", "subscribers do not send frames"))
+        elif msg.type == WSMsgType.TEXT:
+            try:
+                parsed = protocol.parse_message(msg.data)
+            except ProtocolError as exc:
+                sub.offer_event(protocol.error_message(exc.code, exc.message))
+                continue
+            if parsed["type"] == "stats":
+                reply = {"type": "stats", "delivered": sub.delivered, "lost": sub.lost,
+                         "buffered": len(sub.buffer)}
+                if "id" in parsed:
+                    reply["id"] = parsed["id"]
+                sub.offer_event(protocol.dumps(reply))
+            else:
+                sub.offer_event(protocol.error_message(
+                    "unknown_type", f"unknown message type {parsed['type']!r} for a subscriber"))
+
+
+async def _wait_for_producer(ws: web.WebSocketResponse, core: Core, sub: Subscriber,
+                             limit_s: float) -> None:
+    """Close a subscriber whose stream has had no producer for `limit_s` seconds."""
+    since = time.monotonic()
+    while not ws.closed:
+        await asyncio.sleep(min(limit_s / 4, 1.0))
+        if core.stream_live(sub.stream):
+            since = time.monotonic()
+        elif time.monotonic() - since > limit_s:
+            with contextlib.suppress(Exception):
+                await close_with_error(
+                    ws, WSCloseCode.POLICY_VIOLATION, "stream_not_found",
+                    f"stream {sub.stream!r} had no producer for {limit_s:g} s",
+                )
+            return
