@@ -9,6 +9,7 @@ after the server restarts.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,7 +303,9 @@ def test_stop_ends_the_stream_and_start_resumes_it(page: Page, server: ServerPro
 def test_a_refusal_is_explained_and_the_token_passes_through(
     page: Page, server_factory: Callable[..., ServerProcess]
 ) -> None:
-    guarded = server_factory("--workers", "1", "--token", "s3cret", name="browser-token")
+    guarded = server_factory(
+        "--workers", "1", "--no-calibrate", "--token", "s3cret", name="browser-token"
+    )
     page.goto(f"{guarded.url}/")
     notice = page.locator("#notice")
     expect(notice).to_be_visible()
@@ -317,15 +320,15 @@ def test_shows_disconnected_and_reconnects_when_the_server_comes_back(
     page: Page, server_factory: Callable[..., ServerProcess]
 ) -> None:
     # A server of its own, one worker like `scripts/serve`, that this test may kill.
-    first = server_factory("--workers", "1", name="browser-demo")
+    first = server_factory("--workers", "1", "--no-calibrate", name="browser-demo")
     page.goto(f"{first.url}/")
     wait_streaming(page, results=3)
-    first.stop()
+    first.stop(signal.SIGKILL)  # no close frame: the socket just drops
     wait_until(page, "window.holistream.stateLog.includes('disconnected')")
     expect(page.locator("#status-text")).to_contain_text("reconnecting")
     stalled = hook(page, ".results")
 
-    server_factory("--workers", "1", port=first.port, name="browser-demo-again")
+    server_factory("--workers", "1", "--no-calibrate", port=first.port, name="browser-demo-again")
     wait_streaming(page, results=stalled + 3)
     log = hook(page, ".stateLog")
     assert log[-3:] == ["disconnected", "reconnecting", "connected"], log
