@@ -6,7 +6,9 @@ a socket to a server on the user's machine. Pure functions over header values.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import ipaddress
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -45,14 +47,31 @@ def token_ok(expected: str | None, headers: Mapping[str, str], query: Mapping[st
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _networks(trusted: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets = []
+    for item in trusted:
+        with contextlib.suppress(ValueError):
+            nets.append(ipaddress.ip_network(item.strip(), strict=False))
+    return nets
+
+
+def _is_trusted(address: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Iterable[str]) -> str:
-    """The first address, from the right, that is not one of our trusted proxies."""
-    trusted = set(trusted)
+    """The first address, from the right, that is not one of our trusted proxies (addresses
+    or networks such as 10.0.0.0/8)."""
+    nets = _networks(trusted)
     address = peer or "?"
-    if address not in trusted or not forwarded_for:
+    if not nets or not _is_trusted(address, nets) or not forwarded_for:
         return address
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if hop not in trusted:
+        if not _is_trusted(hop, nets):
             return hop
         address = hop
     return address
