@@ -38,7 +38,7 @@ from holistream.protocol import (
     encode_frame,
     parse_message,
 )
-from loadgen.credits import Ledger
+from holistream.credits import Ledger
 
 __all__ = [
     "Client", "ErrorMsg", "HolistreamError", "Other", "Ready", "Rejected", "Result",

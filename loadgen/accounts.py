@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from holistream.protocol import RESULT_HEADER, RESULT_MAGIC, ProtocolError, parse_message
-from loadgen.credits import Ledger
+from holistream.credits import Ledger
 from loadgen.stats import SessionRecord, Totals
 
 
