@@ -275,7 +275,7 @@ function hudView() {
     sentFps: running ? sentRate.rate(now) : 0,
     resultFps: running ? resultRate.rate(now) : 0,
     latencyP50: p50 === null ? null : Math.round(p50),
-    inferenceMs: inferenceMs === null ? null : Math.round(inferenceMs * 10) / 10,
+    inferenceMs: inferenceMs === null || stream.state !== "connected" ? null : Math.round(inferenceMs * 10) / 10,
     dropped: stream.dropped,
     inFlight: stream.inFlight.size,
     maxInFlight: stream.maxInFlight,
