@@ -44,6 +44,7 @@ class Core:
         self.models = models
         self.sessions: dict[str, Session] = {}
         self.ready = False
+        self.stopping = False
         self.started = time.monotonic()
         memory = config.memory_budget_mb * (1 << 20) or psutil.virtual_memory().available * 0.7
         self.admission = AdmissionPolicy(
@@ -108,6 +109,7 @@ class Core:
 
     async def stop(self) -> None:
         self.ready = False
+        self.stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

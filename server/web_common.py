@@ -34,13 +34,21 @@ def client_ip(request: web.Request) -> str:
 
 
 def access_error(request: web.Request) -> web.Response | None:
-    """The refusal for a request that may not connect (bad origin, missing token), or None."""
-    cfg = request.app[CORE].config
+    """The refusal for a request that may not connect (bad origin, missing token, server not
+    warm yet), or None."""
+    core = request.app[CORE]
+    cfg = core.config
     origin = request.headers.get("Origin")
     if not web_security.origin_allowed(origin, request.headers.get("Host"), cfg.allowed_origins):
         return http_error(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
     if not web_security.token_ok(cfg.token, request.headers, request.query):
         return http_error(401, "unauthorized", "a valid bearer token is required")
+    if not core.ready:
+        if core.stopping:
+            return http_error(503, "shutting_down", "the server is stopping")
+        return http_error(
+            503, "warming_up", "the server is still starting", headers={"Retry-After": "1"}
+        )
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -88,6 +89,25 @@ async def test_graceful_shutdown_closes_1001_and_leaves_no_process(server_factor
     assert conn.ws.close_code == 1001
     assert await asyncio.to_thread(srv.proc.wait, 20) == 0
     assert _gone(workers)
+
+
+async def test_sessions_wait_for_a_warm_server(server_factory) -> None:
+    srv = server_factory("--workers", "1", name="warming", ready=False)
+    deadline = time.monotonic() + 60
+    while not srv.port and time.monotonic() < deadline:
+        match = re.search(r"listening on http://\S+:(\d+)", srv.log())
+        srv.port = int(match.group(1)) if match else 0
+        await asyncio.sleep(0.02)
+    if srv.get("/readyz")[0] == 200:
+        pytest.skip("the server warmed up before the test could connect")
+    with pytest.raises(websockets.InvalidStatus) as early:
+        await connect(srv.ws_url)
+    assert early.value.response.status_code == 503
+    assert b"warming_up" in early.value.response.body
+    srv.wait_ready()
+    conn = await connect(srv.ws_url, hello={})
+    assert conn.ready["type"] == "ready"
+    await conn.close()
 
 
 async def test_workers_exit_when_the_server_process_is_killed(server_factory) -> None:
