@@ -38,6 +38,10 @@ class Config:
     allowed_origins: tuple[str, ...] = ()  # empty = same origin and localhost
     token: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    connect_rate_per_address: float = 10.0  # new connections per second (token bucket)
+    connect_burst_per_address: int = 40
+    max_sessions_per_address: int = 32
+    rate_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
     # Streams and the single-image API.
     redis_url: str | None = None
     subscriber_buffer: int = 8
@@ -70,6 +74,7 @@ _HELP: dict[str, str] = {
     "allowed_origins": "comma-separated Origin allow-list (empty: same origin + localhost)",
     "token": "require this bearer token for /ws, /ws/subscribe and /v1/predict",
     "trusted_proxies": "comma-separated proxy addresses whose X-Forwarded-For is believed",
+    "rate_limit_exempt": "networks exempt from per-address limits (default: loopback)",
     "redis_url": "carry streams and the predict cache across instances through Redis",
     "calibrate": "measure each pipeline's CPU and memory cost at start-up",
 }

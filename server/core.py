@@ -22,6 +22,7 @@ from server.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, P
 from server.config import Config
 from server.frame_slot import Pending
 from server.metrics import Metrics
+from server.rate_limit import AddressLimits
 from server.session import FramePayload, Session
 from server.streams import Stream, StreamHub, Subscriber
 from server.worker_pool import Callbacks, WorkerPool
@@ -68,6 +69,12 @@ class Core:
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
         )
         self._ticker: asyncio.Task[None] | None = None
+        self.limits = AddressLimits(
+            config.connect_rate_per_address,
+            config.connect_burst_per_address,
+            config.max_sessions_per_address,
+            config.rate_limit_exempt,
+        )
         self.hub = StreamHub()
         self.hub.rig_changed = self.pool.set_rig
         self.version = __version__

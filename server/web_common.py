@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -43,6 +44,13 @@ def access_error(request: web.Request) -> web.Response | None:
         return http_error(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
     if not web_security.token_ok(cfg.token, request.headers, request.query):
         return http_error(401, "unauthorized", "a valid bearer token is required")
+    refused = core.limits.check(client_ip(request), time.monotonic())
+    if refused is not None:
+        reason, retry_after = refused
+        core.metrics.rejected.labels("rate_limited").inc()
+        return http_error(
+            429, "rate_limited", reason, headers={"Retry-After": str(max(1, round(retry_after)))}
+        )
     if not core.ready:
         if core.stopping:
             return http_error(503, "shutting_down", "the server is stopping")

@@ -13,7 +13,14 @@ from holistream import protocol
 from holistream.protocol import ProtocolError
 from server.core import Core
 from server.streams import Subscriber
-from server.web_common import CORE, SOCKETS, access_error, http_error, validate_stream_name
+from server.web_common import (
+    CORE,
+    SOCKETS,
+    access_error,
+    client_ip,
+    http_error,
+    validate_stream_name,
+)
 from server.web_ws import close_with_error, limit_send_buffer
 
 log = logging.getLogger("holistream.subscribe")
@@ -52,6 +59,8 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
     sub.wake = wake.set
     sub.on_stall = lambda: _stall_close(ws, sub, request.transport)
     request.app[SOCKETS].add(ws)
+    peer = client_ip(request)
+    core.limits.opened(peer)
     stream = core.subscribe(sub)
     await ws.send_str(
         protocol.dumps(
@@ -78,6 +87,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         await _receive_loop(ws, sub)
     finally:
         request.app[SOCKETS].discard(ws)
+        core.limits.closed(peer)
         core.unsubscribe(sub)
         core.metrics.subscribers.dec()
         for task in (sender, watchdog):

@@ -113,6 +113,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
     session.wake = wake.set
     sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
     request.app[SOCKETS].add(ws)
+    core.limits.opened(session.peer)
     log.info("session %s from %s connected", session.id[:8], session.peer)
     try:
         await _receive_loop(ws, core, session)
@@ -121,6 +122,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
         await close_with_error(ws, WSCloseCode.INTERNAL_ERROR, "internal", "internal server error")
     finally:
         request.app[SOCKETS].discard(ws)
+        core.limits.closed(session.peer)
         core.remove(session)
         core.release(session.id)
         sender.cancel()

@@ -139,3 +139,26 @@ async def test_idle_session_times_out(server_factory) -> None:
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(conn.ws.recv(), 10)
     assert conn.ws.close_code == 1008
+
+
+async def test_per_address_limits_refuse_with_429(server_factory) -> None:
+    srv = server_factory("--workers", "1", "--no-calibrate", "--rate-limit-exempt", "",
+                         "--max-sessions-per-address", "1", "--connect-burst-per-address", "3",
+                         "--connect-rate-per-address", "0.2", name="limits")
+    first = await connect(srv.ws_url, hello={})
+    with pytest.raises(websockets.InvalidStatus) as too_many:
+        await connect(srv.ws_url)
+    assert too_many.value.response.status_code == 429
+    assert b"rate_limited" in too_many.value.response.body
+    await first.close()
+    await asyncio.sleep(0.3)
+    accepted = 1  # the refusal above charged no token; the burst of 3 runs out now
+    with pytest.raises(websockets.InvalidStatus) as too_fast:
+        for _ in range(5):
+            conn = await connect(srv.ws_url)
+            accepted += 1
+            await conn.close()
+            await asyncio.sleep(0.1)
+    assert accepted == 3
+    assert too_fast.value.response.status_code == 429
+    assert int(too_fast.value.response.headers["Retry-After"]) >= 1

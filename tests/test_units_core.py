@@ -246,3 +246,20 @@ def test_imaging_refusals() -> None:
         with pytest.raises(ImageError) as exc:
             decode_rgb(data, max_pixels=1000, max_side=100)
         assert exc.value.code == code
+
+
+def test_address_limits_bucket_cap_and_exemption() -> None:
+    from server.rate_limit import AddressLimits
+
+    limits = AddressLimits(rate=1.0, burst=2, max_sessions=1, exempt=["127.0.0.0/8"])
+    assert limits.check("10.0.0.5", 0.0) is None
+    assert limits.check("10.0.0.5", 0.0) is None
+    refused = limits.check("10.0.0.5", 0.1)
+    assert refused is not None and refused[1] == pytest.approx(0.9)
+    assert limits.check("10.0.0.5", 1.2) is None  # refilled
+    limits.opened("10.0.0.6")
+    assert "sessions" in (limits.check("10.0.0.6", 5.0) or ("", 0))[0]
+    limits.closed("10.0.0.6")
+    assert limits.check("10.0.0.6", 5.0) is None
+    for _ in range(10):
+        assert limits.check("127.0.0.1", 0.0) is None
