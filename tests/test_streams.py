@@ -1,4 +1,4 @@
-"""Named streams: many subscribers get the producer's exact results; slow ones lose only their own."""
+"""Named streams: subscribers get the producer's exact results; slow ones lose only their own."""
 
 from __future__ import annotations
 
