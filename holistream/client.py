@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from holistream.credits import Ledger
 from holistream.protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -38,7 +39,6 @@ from holistream.protocol import (
     encode_frame,
     parse_message,
 )
-from holistream.credits import Ledger
 
 __all__ = [
     "Client", "ErrorMsg", "HolistreamError", "Other", "Ready", "Rejected", "Result",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from holistream.protocol import RESULT_HEADER, RESULT_MAGIC, ProtocolError, parse_message
 from holistream.credits import Ledger
+from holistream.protocol import RESULT_HEADER, RESULT_MAGIC, ProtocolError, parse_message
 from loadgen.stats import SessionRecord, Totals
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from holistream import protocol as P
+from holistream.credits import Ledger
 from loadgen.accounts import Accounts
 from loadgen.cli import build_parser, is_loopback, validate
-from holistream.credits import Ledger
 from loadgen.frames import load_frames, parse_size
 from loadgen.pacing import FrameClock, frame_offset, parse_ramp, parse_steps, phase, start_offsets
 from loadgen.runner import Stage, generator_health, parse_counter, server_cpu
