@@ -17,11 +17,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from server import ipc
+from server.fallback import HOLISTIC, FallbackPolicy, found_parts, targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +34,33 @@ class WorkerSettings:
 
 @dataclass(slots=True)
 class _Tracker:
-    detector: Any
+    """A session's landmarkers: its own pipeline's, plus Holistic while a cheap one needs it."""
+
+    pipeline: str
     wanted: tuple[str, ...]
     rig: Any  # server.rig_session.RigSession, or None
+    create: Callable[[str], Any]  # pipeline -> a fresh VIDEO landmarker for this session
+    detectors: dict[str, Any] = field(default_factory=dict)
+    policy: FallbackPolicy | None = None  # server.fallback; None for holistic sessions
+
+    def detect(self, rgb: Any, mp_ts: int) -> tuple[dict[str, Any], str, str | None]:
+        """Run what the policy plans; returns (parts, pipeline that produced them, switch)."""
+        if self.policy is None:
+            return self.detectors[self.pipeline].detect(rgb, mp_ts), self.pipeline, None
+        runs = {}
+        for name in self.policy.plan():
+            if name not in self.detectors:
+                self.detectors[name] = self.create(name)
+            runs[name] = self.detectors[name].detect(rgb, mp_ts)
+        verdict = self.policy.observe({n: found_parts(r) for n, r in runs.items()})
+        for name in verdict.close:
+            self.detectors.pop(name).close()
+        return runs[verdict.deliver], verdict.deliver, verdict.switched
+
+    def close(self) -> None:
+        for detector in self.detectors.values():
+            detector.close()
+        self.detectors.clear()
 
 
 def _rss_bytes() -> int:
@@ -59,13 +84,22 @@ class Worker:
     def open(self, sid: str, pipeline: str, wanted: tuple[str, ...], rig: Any) -> Any:
         old = self.trackers.pop(sid, None)
         if old is not None:
-            old.detector.close()
+            old.close()
         t0 = time.perf_counter()
+        models = self.settings.models
+
+        def create(name: str) -> Any:
+            return self._pipelines.create(name, models[name], wanted)
+
+        tracker = _Tracker(pipeline, wanted, None, create)
         try:
-            detector = self._pipelines.create(pipeline, self.settings.models[pipeline], wanted)
+            tracker.detectors[pipeline] = create(pipeline)
         except Exception as exc:  # a broken model must not kill the worker's other sessions
             return ("open_failed", sid, f"{type(exc).__name__}: {exc}")
-        self.trackers[sid] = _Tracker(detector, wanted, self._make_rig(rig))
+        if pipeline != HOLISTIC and HOLISTIC in models:
+            tracker.policy = FallbackPolicy(pipeline, targets(wanted))
+        tracker.rig = self._make_rig(rig)
+        self.trackers[sid] = tracker
         return ("opened", sid, pipeline, (time.perf_counter() - t0) * 1000)
 
     def set_rig(self, sid: str, options: Any) -> None:
@@ -77,7 +111,7 @@ class Worker:
     def close(self, sid: str) -> None:
         tracker = self.trackers.pop(sid, None)
         if tracker is not None:
-            tracker.detector.close()
+            tracker.close()
             gc.collect()
 
     def frame(self, sid: str, frame_id: int, mp_ts: int, data: bytes) -> Any:
@@ -90,7 +124,7 @@ class Worker:
         except self._imaging.ImageError as exc:
             return ("frame_error", sid, frame_id, exc.code, exc.message)
         t1 = time.perf_counter()
-        found = tracker.detector.detect(rgb, mp_ts)
+        found, pipeline, switched = tracker.detect(rgb, mp_ts)
         t2 = time.perf_counter()
         height, width = rgb.shape[:2]
         rig = None
@@ -99,7 +133,7 @@ class Worker:
         parts = {name: found.get(name) for name in tracker.wanted}
         return (
             "result", sid, frame_id, width, height, parts,
-            (t1 - t0) * 1000, (t2 - t1) * 1000, rig,
+            (t1 - t0) * 1000, (t2 - t1) * 1000, rig, pipeline, switched,
         )
 
     def predict(self, key: str, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
@@ -140,7 +174,8 @@ class Worker:
         return ("calibrated", costs)
 
     def info(self) -> Any:
-        info = {"pid": os.getpid(), "landmarkers": len(self.trackers), "rss": _rss_bytes()}
+        landmarkers = sum(len(t.detectors) for t in self.trackers.values())
+        info = {"pid": os.getpid(), "landmarkers": landmarkers, "rss": _rss_bytes()}
         return ("info", info)
 
     # -- helpers ---------------------------------------------------------------------------
