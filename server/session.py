@@ -102,7 +102,9 @@ class Session:
         inference_ms: float,
         rig: tuple[dict[str, Any], protocol.RigArrays] | None,
         now: float,
+        pipeline: str | None = None,
     ) -> Outgoing:
+        """Queue one result; `pipeline` is the one that produced it (a fallback may differ)."""
         total_ms = (now - pending.received_at) * 1000
         queue_ms = max(total_ms - decode_ms - inference_ms, 0.0)
         result = Result(
@@ -112,7 +114,7 @@ class Session:
             dropped=self.slot.take_unreported(),
             width=width,
             height=height,
-            pipeline=self.pipeline,
+            pipeline=pipeline or self.pipeline,
             parts=parts,
             timing=Timing(queue_ms, decode_ms, inference_ms, total_ms),
             rig=rig[0] if rig else None,
