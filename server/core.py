@@ -208,12 +208,34 @@ class Core:
 
     # -- worker callbacks ------------------------------------------------------------------
     def _on_result(self, session: Session, pending: Pending[Any], payload: tuple[Any, ...]) -> None:
-        width, height, parts, decode_ms, inference_ms, rig = payload
+        width, height, parts, decode_ms, inference_ms, rig = payload[:6]
+        pipeline, switched = payload[6:8] if len(payload) >= 8 else (session.pipeline, None)
+        if switched is not None:
+            self._on_pipeline_switch(session, pipeline, switched)
         now = time.monotonic()
-        out = session.deliver(pending, width, height, parts, decode_ms, inference_ms, rig, now)
+        out = session.deliver(
+            pending, width, height, parts, decode_ms, inference_ms, rig, now, pipeline
+        )
         self.metrics.frames_processed.inc()
-        self.metrics.inference.labels(session.pipeline).observe(inference_ms / 1000)
+        self.metrics.inference.labels(pipeline).observe(inference_ms / 1000)
         self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)
+
+    def _on_pipeline_switch(self, session: Session, pipeline: str, switched: str) -> None:
+        """The worker's fallback policy (server.fallback) switched pipelines: the reservation
+        follows what really runs (best effort: tracking is never refused mid-session), and the
+        client hears of each fallback once."""
+        fps = session.hello.fps if session.hello else 15.0
+        if not self.admission.admit(session.id, pipeline, fps).admitted:
+            log.warning("session %s runs %s beyond the admission budget", session.id[:8], pipeline)
+        if switched == "fallback":
+            cheap = session.pipeline
+            session.send_control(
+                protocol.warning_message(
+                    "pipeline_fallback",
+                    f"the {cheap} pipeline misses parts here that holistic finds: this session "
+                    f"runs holistic for now ({cheap} is tried again every few seconds)",
+                )
+            )
 
     def _on_frame_error(self, session: Session, pending: Pending[Any], code: str, msg: str) -> None:
         self.metrics.frame_errors.labels(code).inc()
