@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -14,10 +15,13 @@ from holistream import protocol
 from server.config import Config
 from server.core import Core
 from server.web_common import CORE, SOCKETS
+from server.web_predict import predict
 from server.web_subscribe import list_streams, subscriber
 from server.web_ws import producer
 
 log = logging.getLogger("holistream")
+# Worker `info` replies are filed by kind, so only one such request may be out at a time.
+INFO_LOCK = web.AppKey("info_lock", asyncio.Lock)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -26,7 +30,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    workers = [{"index": w.index, "pid": w.pid, "alive": w.alive} for w in core.pool.workers]
+    workers: list[dict[str, Any]] = [
+        {"index": w.index, "pid": w.pid, "alive": w.alive} for w in core.pool.workers
+    ]
+    if request.query.get("landmarkers") and core.ready:
+        # Opt-in (it waits for each worker's current frame): live landmarkers per worker.
+        info: dict[int, dict[str, Any]] = {}
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with request.app[INFO_LOCK], asyncio.timeout(5):
+                info = {r[1]["pid"]: r[1] for r in await core.pool.call_all(("info",))}
+        for w in workers:
+            w["landmarkers"] = info.get(w["pid"], {}).get("landmarkers")
     body = {
         "ready": core.ready,
         "sessions": len(core.sessions),
@@ -53,9 +67,11 @@ def build_app(core: Core) -> web.Application:
     app = web.Application(client_max_size=core.config.max_message_bytes)
     app[CORE] = core
     app[SOCKETS] = set()
+    app[INFO_LOCK] = asyncio.Lock()
     app.router.add_get("/ws", producer)
     app.router.add_get("/ws/subscribe", subscriber)
     app.router.add_get("/streams", list_streams)
+    app.router.add_post("/v1/predict", predict)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
