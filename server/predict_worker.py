@@ -1,34 +1,185 @@
-"""Worker side of the single-image API. Placeholder cure until measured: a fresh landmarker.
+"""Worker side of the single-image API: every answer equals a fresh IMAGE-mode landmarker's.
+
+What carries over between images (measured, see docs/predict.md): FaceLandmarker, PoseLandmarker
+and HandLandmarker in IMAGE mode keep no state, so one of each is created once and reused. The
+HolisticLandmarker graph tracks and smooths whatever the running mode: the pose ROI of the
+previous image, One Euro filters on the pose landmarks, and low-pass filters on the pose and
+world visibilities that reset only on a frame the graph never feeds them. No input resets them,
+so a holistic landmarker that has found a pose is spent. The cheapest correct cure is therefore
+a one-shot landmarker taken from a small stock of clean ones, which a background thread refills
+(creating one is native code and releases the GIL, so it overlaps with inference). A landmarker
+that found no pose touched no filter and goes back to the stock; a new one is warmed on a blank
+image first, which also leaves it clean.
 
 The contract with server.worker_process: `ImagePredictor(models, decode).predict(pipeline,
 wanted, data)` returns `(width, height, parts, decode_ms, inference_ms)` or raises ImageError.
+`inference_ms` includes any wait for a clean holistic landmarker.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from server.imaging import ImageError
+
+# Clean holistic landmarkers kept ready per worker (each holds about 130 MB).
+SPARES = 1
+# Warming on a blank image runs the graph's lazy set-up without giving any filter a value.
+_BLANK = np.zeros((64, 64, 3), np.uint8)
+
+Factory = Callable[[str], Any]
+
+
+class CleanStock:
+    """Clean landmarkers of one pipeline, refilled by a daemon thread up to `size`."""
+
+    def __init__(self, factory: Callable[[], Any], size: int = SPARES) -> None:
+        self._factory = factory
+        self._size = max(size, 0)
+        self._ready: list[Any] = []
+        self._building = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._refill, name="clean-stock", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> Any:
+        detector = self._factory()
+        detector.detect(_BLANK, None)
+        return detector
+
+    def _refill(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and len(self._ready) >= self._size:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._building = True
+            detector = None
+            try:
+                detector = self._make()
+            except Exception:  # a broken model: take() builds in the foreground and reports it
+                time.sleep(1.0)
+            with self._cond:
+                self._building = False
+                if detector is not None:
+                    self._ready.append(detector)
+                self._cond.notify_all()
+                if self._closed:
+                    break
+        self._close_ready()
+
+    def take(self, timeout: float = 30.0) -> Any:
+        """A clean landmarker: a ready one, the one being built, or a new one built here."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._ready and self._building and not self._closed:
+                if not self._cond.wait(max(deadline - time.monotonic(), 0.0)):
+                    break
+            if self._ready:
+                detector = self._ready.pop()
+                self._cond.notify_all()
+                return detector
+        return self._make()
+
+    def give_back(self, detector: Any) -> None:
+        """Return a landmarker that is still clean. The stock may then hold one more than its
+        size (the refill thread may have replaced it meanwhile): a clean one is never wasted."""
+        with self._cond:
+            if not self._closed and len(self._ready) <= self._size:
+                self._ready.append(detector)
+                self._cond.notify_all()
+                return
+        detector.close()
+
+    def _close_ready(self) -> None:
+        with self._cond:
+            ready, self._ready = self._ready, []
+        for detector in ready:
+            detector.close()
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._close_ready()
+
 
 class ImagePredictor:
-    def __init__(self, models: dict[str, Path], decode: Callable[[bytes], Any]) -> None:
+    """Independent single-image inference in one worker process."""
+
+    def __init__(
+        self,
+        models: dict[str, Path],
+        decode: Callable[[bytes], Any],
+        *,
+        factory: Factory | None = None,
+        spares: int = SPARES,
+    ) -> None:
         self.models = models
         self.decode = decode
+        self._factory = factory or self._create
+        self._reused: dict[str, Any] = {}  # stateless in IMAGE mode: face, pose, hands
+        self._stock: CleanStock | None = None
+        if "holistic" in models:
+            self._stock = CleanStock(lambda: self._factory("holistic"), spares)
+        # Close before the interpreter shuts down: MediaPipe dispatches each call on its own
+        # executor thread, and those refuse work once threading has begun to shut down.
+        Finalize(self, self.close, exitpriority=10)
+
+    def _create(self, pipeline: str) -> Any:
+        from server import pipelines  # heavy: only in the worker
+
+        return pipelines.create(pipeline, self.models[pipeline], (), video=False)
 
     def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> tuple[Any, ...]:
-        from server import pipelines
-
+        if pipeline not in self.models:
+            raise ImageError("pipeline_unavailable", f"no {pipeline} model on this server")
         t0 = time.perf_counter()
         rgb = self.decode(data)
         t1 = time.perf_counter()
-        detector = pipelines.create(pipeline, self.models[pipeline], wanted, video=False)
         try:
-            found = detector.detect(rgb, None)
-        finally:
-            detector.close()
+            found = self._detect(pipeline, rgb)
+        except ImageError:
+            raise
+        except Exception as exc:  # the worker must survive a native failure and say so
+            raise ImageError("internal", f"{type(exc).__name__}: {exc}") from None
         t2 = time.perf_counter()
         height, width = rgb.shape[:2]
         parts = {name: found.get(name) for name in wanted}
         return (width, height, parts, (t1 - t0) * 1000, (t2 - t1) * 1000)
+
+    def _detect(self, pipeline: str, rgb: Any) -> dict[str, Any]:
+        if pipeline != "holistic" or self._stock is None:
+            detector = self._reused.get(pipeline)
+            if detector is None:
+                detector = self._reused[pipeline] = self._factory(pipeline)
+            found: dict[str, Any] = detector.detect(rgb, None)
+            return found
+        detector = self._stock.take()
+        try:
+            found = detector.detect(rgb, None)
+        except BaseException:
+            detector.close()
+            raise
+        if found.get("pose") is None:
+            self._stock.give_back(detector)  # no pose: no filter was fed, still clean
+        else:
+            detector.close()
+        return found
+
+    def close(self) -> None:
+        if self._stock is not None:
+            self._stock.close()
+        for detector in self._reused.values():
+            detector.close()
+        self._reused.clear()
