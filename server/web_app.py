@@ -16,7 +16,6 @@ from server.config import Config
 from server.core import Core
 from server.web_common import CORE, SOCKETS
 from server.web_predict import predict
-from server.web_predict import predict
 from server.web_subscribe import list_streams, subscriber
 from server.web_ws import producer
 
@@ -72,7 +71,6 @@ def build_app(core: Core) -> web.Application:
     app.router.add_get("/ws", producer)
     app.router.add_get("/ws/subscribe", subscriber)
     app.router.add_get("/streams", list_streams)
-    app.router.add_post("/v1/predict", predict)
     app.router.add_post("/v1/predict", predict)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
