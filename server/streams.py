@@ -13,7 +13,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from holistream import protocol
 from server.session import Outgoing, Session
@@ -100,10 +100,23 @@ def stream_ended(name: str, reason: str) -> str:
     return protocol.dumps({"type": "stream_ended", "stream": name, "reason": reason})
 
 
-class StreamHub:
-    """The streams of this instance. `relay` (e.g. Redis) sees every publish, if configured."""
+class Relay(Protocol):
+    """Carries streams to other instances (server.streams_redis). The hooks are synchronous and
+    must never block or raise: they run in the producer's result path."""
 
-    def __init__(self, relay: Any = None) -> None:
+    def started(self, name: str, event_text: str) -> None: ...
+    def ended(self, name: str, event_text: str) -> None: ...
+    def result(self, name: str, binary: bytes) -> None: ...
+    def subscribed(self, sub: Subscriber) -> None: ...
+    def unsubscribed(self, name: str) -> None: ...
+    def wants_rig(self, name: str) -> bool: ...
+
+
+class StreamHub:
+    """The streams of this instance. `relay` (e.g. Redis) sees every publish, if configured,
+    and feeds results of producers on other instances in through `relay_result`."""
+
+    def __init__(self, relay: Relay | None = None) -> None:
         self.streams: dict[str, Stream] = {}
         self.relay = relay
         self.rig_changed: Callable[[Session], None] = lambda s: None
@@ -116,7 +129,10 @@ class StreamHub:
         assert session.stream is not None
         stream = self.streams.setdefault(session.stream, Stream(session.stream))
         stream.producer, stream.started, stream.results = session, time.monotonic(), 0
-        session.on_result.append(lambda out: self._fan_out(stream, out))
+        # The hook outlives a revoked publication (revoke below): fan out only while it is ours.
+        session.on_result.append(
+            lambda out: self._fan_out(stream, out) if stream.producer is session else None
+        )
         event = stream_started(stream)
         for sub in stream.subscribers:
             sub.offer_event(event)
@@ -143,6 +159,8 @@ class StreamHub:
             sub.offer_event(stream_started(stream))
             if sub.rig:
                 self.rig_changed(stream.producer)
+        if self.relay is not None:
+            self.relay.subscribed(sub)
         return stream
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -152,10 +170,42 @@ class StreamHub:
         stream.subscribers.discard(sub)
         if stream.producer is None and not stream.subscribers:
             del self.streams[stream.name]
+        if self.relay is not None:
+            self.relay.unsubscribed(sub.stream)
 
     def wants_rig(self, session: Session) -> bool:
         stream = self.streams.get(session.stream or "")
-        return stream is not None and any(s.rig for s in stream.subscribers)
+        if stream is not None and any(s.rig for s in stream.subscribers):
+            return True
+        return self.relay is not None and self.relay.wants_rig(session.stream or "")
+
+    # -- a producer on another instance (fed by the relay) ---------------------------------
+    def remote_subscribers(self, name: str) -> set[Subscriber]:
+        """Subscribers of `name` that only a remote producer can feed (none while it is local)."""
+        stream = self.streams.get(name)
+        return stream.subscribers if stream is not None and stream.producer is None else set()
+
+    def relay_event(self, name: str, text: str) -> None:
+        for sub in self.remote_subscribers(name):
+            sub.offer_event(text)
+
+    def relay_result(self, name: str, binary: bytes, to_json: Callable[[], bytes]) -> None:
+        """A remote result: binary subscribers get the bytes as they are, JSON ones one shared
+        re-encoding, made only if someone wants it."""
+        now, as_json = time.monotonic(), None
+        for sub in self.remote_subscribers(name):
+            if sub.format == "binary":
+                sub.offer_result(binary, now)
+            else:
+                as_json = as_json if as_json is not None else to_json()
+                sub.offer_result(as_json, now)
+
+    def revoke(self, name: str, message: str) -> None:
+        """Another instance turned out to own `name`: stop publishing the local producer."""
+        stream = self.streams.get(name)
+        if stream is not None and (session := stream.producer) is not None:
+            self.unpublish(session, reason="stream_taken")
+            session.error("stream_taken", message)
 
     def _fan_out(self, stream: Stream, out: Outgoing) -> None:
         now = time.monotonic()
