@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.rate_limit import AddressLimits
 from server.session import FramePayload, Session
 from server.streams import Stream, StreamHub, Subscriber
+from server.streams_redis import RedisRelay
 from server.worker_pool import Callbacks, WorkerPool
 from server.worker_process import WorkerSettings
 
@@ -77,10 +78,15 @@ class Core:
         )
         self.hub = StreamHub()
         self.hub.rig_changed = self.pool.set_rig
+        # Without Redis, streams stay on this instance (nginx routes a name to one instance).
+        self.relay = RedisRelay(config.redis_url, self.hub) if config.redis_url else None
+        self.hub.relay = self.relay
         self.version = __version__
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.relay is not None:
+            await self.relay.start()  # connects in the background while the workers warm up
         await self.pool.start()
         if self.config.calibrate:
             await self._calibrate()
@@ -121,6 +127,8 @@ class Core:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.relay is not None:
+            await self.relay.stop()
         await self.pool.stop(self.config.shutdown_timeout_s)
 
     def _rig_options(self, session: Session) -> protocol.RigOptions | None:
@@ -181,12 +189,15 @@ class Core:
 
     # -- streams ---------------------------------------------------------------------------
     def stream_live(self, name: str) -> bool:
-        return self.hub.has_producer(name)
+        """A producer here, or (with Redis) one on another instance as last heard of."""
+        return self.hub.has_producer(name) or (
+            self.relay is not None and self.relay.remote_live(name)
+        )
 
     def publish(self, session: Session) -> bool:
         """Publish the session's results under its stream name; False if the name is taken."""
         assert session.stream is not None
-        if self.hub.has_producer(session.stream):
+        if self.stream_live(session.stream):
             return False
         self.hub.publish(session)
         return True
@@ -198,7 +209,8 @@ class Core:
         self.hub.unsubscribe(sub)
 
     async def list_streams(self) -> list[dict[str, Any]]:
-        return self.hub.list(time.monotonic())
+        local = self.hub.list(time.monotonic())
+        return local if self.relay is None else await self.relay.list_streams(local)
 
     def refuse_frame(self, session: Session, code: str, message: str, frame: int | None) -> None:
         session.slot.received += 1
