@@ -70,7 +70,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
                 "session": sub.id,
                 "role": "subscriber",
                 "stream": name,
-                "live": stream.producer is not None,
+                "live": core.stream_live(name),
                 "format": sub.format,
                 "limits": {
                     "buffer": sub.capacity,
