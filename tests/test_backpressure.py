@@ -88,12 +88,19 @@ async def test_client_that_stops_reading_loses_results_not_server_memory(
     await conn.send_json({"type": "hello", "protocol": 1})
     server_proc = psutil.Process(server.proc.pid)
     rss_before = server_proc.memory_info().rss
+    lost_before = server.metric("holistream_frames_dropped_total", 'reason="backpressure"')
     start = time.monotonic()
     sent = 0
-    while time.monotonic() - start < 8.0:  # ~500 KB of results fit in socket buffers first
+    # Some 500 KB of results fit in socket buffers first; push until results are being lost
+    # (the server's own counter says so), for at least 3 s and at most 60 s.
+    while time.monotonic() - start < 60:
         await conn.send_frame(sent, jpeg)
         sent += 1
         await asyncio.sleep(0.02)
+        if sent % 25 == 0 and time.monotonic() - start > 3 and server.metric(
+            "holistream_frames_dropped_total", 'reason="backpressure"'
+        ) > lost_before + 5:
+            break
     rss_after = server_proc.memory_info().rss
     results: list[dict] = []  # now read everything that was buffered on the way
     stats = await _settle_and_stats(conn, results)
