@@ -43,7 +43,7 @@ class BridgeConfig:
     port: int = DEFAULT_PORT
     token: str | None = None
     mirror: bool = False  # applied here, per consumer: the stream's rig is shared
-    smoothing: bool = True  # a request to the server; see docs/rig.md for who decides
+    smoothing: bool = True  # a request: docs/rig.md, "Options of a shared rig"
     max_retries: int = 20  # consecutive attempts without a result; < 0 retries forever
     backoff_s: float = 0.5
     backoff_max_s: float = 10.0

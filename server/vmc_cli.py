@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", action="store_true",
                         help="send the mirror image (selfie view); done here, per receiver")
     parser.add_argument("--no-smoothing", dest="smoothing", action="store_false",
-                        help="ask for the unsmoothed rig (the stream's producer decides if it "
-                             "asked for a rig itself; see docs/rig.md)")
+                        help="ask for the unsmoothed rig (a stream's rig is shared: see "
+                             "'Options of a shared rig' in docs/rig.md)")
     parser.add_argument("--max-retries", type=int, default=20, metavar="N",
                         help="give up after N failed attempts in a row; -1 retries forever "
                              "[default %(default)s]")
