@@ -21,7 +21,7 @@ from server.web_common import (
     http_error,
     validate_stream_name,
 )
-from server.web_ws import close_with_error, limit_send_buffer
+from server.web_ws import close_with_error, open_socket
 
 log = logging.getLogger("holistream.subscribe")
 
@@ -40,11 +40,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
     name = request.query.get("stream")
     if name is None or validate_stream_name(name):
         return http_error(400, "bad_request", "a valid ?stream=NAME is required")
-    ws = web.WebSocketResponse(
-        max_msg_size=64 * 1024, heartbeat=cfg.ping_interval_s, autoping=True
-    )
-    await ws.prepare(request)
-    limit_send_buffer(request, cfg.send_buffer_bytes)
+    ws = await open_socket(request, cfg, 64 * 1024)
     try:
         hello = await _receive_hello(ws, cfg.idle_timeout_s)
     except ProtocolError as exc:
@@ -52,16 +48,14 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         return ws
     if hello is None:
         return ws
-    sub = Subscriber(
-        name, hello.format, hello.rig is not None, capacity=cfg.subscriber_buffer
-    )
+    sub = Subscriber(name, hello.format, hello.rig is not None, capacity=cfg.subscriber_buffer)
     wake = asyncio.Event()
     sub.wake = wake.set
     sub.on_stall = lambda: _stall_close(ws, sub, request.transport)
     request.app[SOCKETS].add(ws)
     peer = client_ip(request)
     core.limits.opened(peer)
-    stream = core.subscribe(sub)
+    core.subscribe(sub)
     await ws.send_str(
         protocol.dumps(
             {
@@ -93,8 +87,9 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         for task in (sender, watchdog):
             task.cancel()
         await asyncio.gather(sender, watchdog, return_exceptions=True)
-        log.info("subscriber %s of %r left: %d sent, %d lost", sub.id[:8], name,
-                 sub.delivered, sub.lost)
+        log.info(
+            "subscriber %s of %r left: %d sent, %d lost", sub.id[:8], name, sub.delivered, sub.lost
+        )
     return ws
 
 
@@ -106,8 +101,13 @@ def _stall_close(
 ) -> None:
     sub.on_stall = lambda: None
     task = asyncio.create_task(
-        close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "slow_consumer",
-                         "this subscriber stopped reading", transport)
+        close_with_error(
+            ws,
+            WSCloseCode.POLICY_VIOLATION,
+            "slow_consumer",
+            "this subscriber stopped reading",
+            transport,
+        )
     )
     _closing.add(task)
     task.add_done_callback(_closing.discard)
@@ -121,8 +121,9 @@ async def _receive_hello(ws: web.WebSocketResponse, timeout: float) -> protocol.
         return None
     if msg.type != WSMsgType.TEXT:
         if msg.type == WSMsgType.BINARY:
-            await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "read_only",
-                                   "subscribers do not send frames")
+            await close_with_error(
+                ws, WSCloseCode.POLICY_VIOLATION, "read_only", "subscribers do not send frames"
+            )
         return None
     parsed = protocol.parse_message(msg.data)
     if parsed["type"] != "hello":
@@ -158,18 +159,26 @@ async def _receive_loop(ws: web.WebSocketResponse, sub: Subscriber) -> None:
                 sub.offer_event(protocol.error_message(exc.code, exc.message))
                 continue
             if parsed["type"] == "stats":
-                reply = {"type": "stats", "delivered": sub.delivered, "lost": sub.lost,
-                         "buffered": len(sub.buffer)}
+                reply = {
+                    "type": "stats",
+                    "delivered": sub.delivered,
+                    "lost": sub.lost,
+                    "buffered": len(sub.buffer),
+                }
                 if "id" in parsed:
                     reply["id"] = parsed["id"]
                 sub.offer_event(protocol.dumps(reply))
             else:
-                sub.offer_event(protocol.error_message(
-                    "unknown_type", f"unknown message type {parsed['type']!r} for a subscriber"))
+                sub.offer_event(
+                    protocol.error_message(
+                        "unknown_type", f"unknown message type {parsed['type']!r} for a subscriber"
+                    )
+                )
 
 
-async def _wait_for_producer(ws: web.WebSocketResponse, core: Core, sub: Subscriber,
-                             limit_s: float) -> None:
+async def _wait_for_producer(
+    ws: web.WebSocketResponse, core: Core, sub: Subscriber, limit_s: float
+) -> None:
     """Close a subscriber whose stream has had no producer for `limit_s` seconds."""
     since = time.monotonic()
     while not ws.closed:
@@ -179,7 +188,9 @@ async def _wait_for_producer(ws: web.WebSocketResponse, core: Core, sub: Subscri
         elif time.monotonic() - since > limit_s:
             with contextlib.suppress(Exception):
                 await close_with_error(
-                    ws, WSCloseCode.POLICY_VIOLATION, "stream_not_found",
+                    ws,
+                    WSCloseCode.POLICY_VIOLATION,
+                    "stream_not_found",
                     f"stream {sub.stream!r} had no producer for {limit_s:g} s",
                 )
             return

@@ -16,6 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from holistream import protocol
 from holistream.protocol import ProtocolError
+from server.config import Config
 from server.core import Core
 from server.session import Outgoing, Session
 from server.web_common import (
@@ -49,13 +50,21 @@ async def _send_loop(ws: web.WebSocketResponse, session: Session, wake: asyncio.
                 await ws.send_str(item)
 
 
-def limit_send_buffer(request: web.Request, size: int) -> None:
-    """A small kernel send buffer makes a slow reader hit our latest-wins outbox within a few
-    results, instead of letting megabytes of stale results queue in the kernel."""
+async def open_socket(
+    request: web.Request, cfg: Config, max_msg_size: int
+) -> web.WebSocketResponse:
+    """Upgrade with the server's keep-alive pings, and a small kernel send buffer: a slow reader
+    then hits our latest-wins buffers within a few results, instead of letting megabytes of stale
+    results queue in the kernel."""
+    ws = web.WebSocketResponse(
+        max_msg_size=max_msg_size, heartbeat=cfg.ping_interval_s, autoping=True
+    )
+    await ws.prepare(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None and size > 0:
+    if sock is not None and cfg.send_buffer_bytes > 0:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.send_buffer_bytes)
+    return ws
 
 
 async def close_with_error(
@@ -100,15 +109,11 @@ async def producer(request: web.Request) -> web.StreamResponse:
         return http_error(
             503, "server_full", decision.reason, headers={"Retry-After": str(cfg.retry_after_s)}
         )
-    ws = web.WebSocketResponse(
-        max_msg_size=cfg.max_message_bytes, heartbeat=cfg.ping_interval_s, autoping=True
-    )
     try:
-        await ws.prepare(request)
+        ws = await open_socket(request, cfg, cfg.max_message_bytes)
     except Exception:
         core.release(session.id)
         raise
-    limit_send_buffer(request, cfg.send_buffer_bytes)
     wake = asyncio.Event()
     session.wake = wake.set
     sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
@@ -130,7 +135,10 @@ async def producer(request: web.Request) -> web.StreamResponse:
             await sender
         log.info(
             "session %s closed (%s): %d received, %d results",
-            session.id[:8], ws.close_code, session.slot.received, session.seq,
+            session.id[:8],
+            ws.close_code,
+            session.slot.received,
+            session.seq,
         )
     return ws
 
