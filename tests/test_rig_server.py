@@ -27,11 +27,11 @@ FPS = 30.0
 FINGERS = slice(len(BODY_BONES), len(BONES))  # from hand landmarks, which MediaPipe does not filter
 BODY = slice(0, len(BODY_BONES))
 # docs/rig.md, "Smoothing through the server": the limits below, and what this test measures.
-JITTER_CUT_FINGERS = 5.0  # held-pose jitter, raw / smoothed, finger bones (measured 7.4)
-JITTER_CUT_BODY = 1.25  # body bones: MediaPipe has filtered pose landmarks already (measured 1.6)
-JITTER_CUT_ALL = 3.0  # all bones together (measured 4.1)
+JITTER_CUT_FINGERS = 5.0  # held-pose jitter, raw / smoothed, finger bones (measured 11.1)
+JITTER_CUT_BODY = 1.25  # body bones: MediaPipe has filtered pose landmarks already (measured 1.8)
+JITTER_CUT_ALL = 5.0  # all bones together (measured 5.1)
 SETTLE_FINGERS = 10  # frames until a finger bone settles after a step (measured 7, median 3)
-SETTLE_ADDED = 5  # frames the smoothing adds to any bone's settling (measured 3)
+SETTLE_ADDED = 5  # frames the smoothing adds to any bone's settling (measured 4)
 
 def angle_deg(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Rotation angle between quaternions (either sign), along the last axis.
