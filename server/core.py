@@ -132,10 +132,13 @@ class Core:
         await self.pool.stop(self.config.shutdown_timeout_s)
 
     def _rig_options(self, session: Session) -> protocol.RigOptions | None:
-        """The session's own rig options, or defaults when only a subscriber asked for it."""
+        """The session's own rig options, else those of the first subscriber that asked, else
+        defaults when only a subscriber on another instance asked."""
         if session.hello is not None and session.hello.rig is not None:
             return session.hello.rig
-        return protocol.RigOptions() if self.hub.wants_rig(session) else None
+        if not self.hub.wants_rig(session):
+            return None
+        return self.hub.rig_options(session) or protocol.RigOptions()
 
     # -- admission -------------------------------------------------------------------------
     def admit(self, key: Any, pipeline: str, fps: float) -> Decision:

@@ -25,6 +25,7 @@ class Subscriber:
     stream: str
     format: str = "json"
     rig: bool = False
+    rig_options: protocol.RigOptions | None = None  # its hello's, if it asked for a rig
     capacity: int = 8
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     buffer: deque[tuple[bool, bytes | str]] = field(default_factory=deque)  # (is_result, data)
@@ -172,6 +173,13 @@ class StreamHub:
             del self.streams[stream.name]
         if self.relay is not None:
             self.relay.unsubscribed(sub.stream)
+
+    def rig_options(self, session: Session) -> protocol.RigOptions | None:
+        """The options of the earliest local subscriber that asked for a rig (the shared rig is
+        solved once per stream, so the first one to ask chooses)."""
+        stream = self.streams.get(session.stream or "")
+        asked = [s for s in (stream.subscribers if stream else ()) if s.rig_options is not None]
+        return min(asked, key=lambda s: s.created).rig_options if asked else None
 
     def wants_rig(self, session: Session) -> bool:
         stream = self.streams.get(session.stream or "")

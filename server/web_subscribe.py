@@ -48,7 +48,13 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         return ws
     if hello is None:
         return ws
-    sub = Subscriber(name, hello.format, hello.rig is not None, capacity=cfg.subscriber_buffer)
+    sub = Subscriber(
+        name,
+        hello.format,
+        hello.rig is not None,
+        rig_options=hello.rig,
+        capacity=cfg.subscriber_buffer,
+    )
     wake = asyncio.Event()
     sub.wake = wake.set
     sub.on_stall = lambda: _stall_close(ws, sub, request.transport)
