@@ -6,6 +6,8 @@ Each user uploads a random image from a folder as the multipart field `file`, th
 human-like pause. A response counts as a success only when it is a 200 whose body carries every
 requested part with the right number of values (or null: not found). Failures are named by
 status and error code ("HTTP 503 server_full"), so a run's failure table says what went wrong.
+Refusals (503) are counted under their own name, "<path> (503)": instant refusals would
+otherwise pull down the percentiles of the requests that were answered.
 
 Settings (environment):
   HOLISTREAM_LOCUST_IMAGES  folders of .jpg/.jpeg/.png/.webp, separated by ':' (default: the
@@ -112,6 +114,8 @@ class PredictUser(HttpUser):
             timeout=REQUEST_TIMEOUT_S,
             catch_response=True,
         ) as resp:
+            if resp.status_code == 503:
+                resp.request_meta["name"] = f"{PATH} (503)"
             if resp.status_code != 200:
                 code = ""
                 try:

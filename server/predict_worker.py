@@ -8,8 +8,9 @@ world visibilities that reset only on a frame the graph never feeds them. No inp
 so a holistic landmarker that has found a pose is spent. The cheapest correct cure is therefore
 a one-shot landmarker taken from a small stock of clean ones, which a background thread refills
 (creating one is native code and releases the GIL, so it overlaps with inference). A landmarker
-that found no pose touched no filter and goes back to the stock; a new one is warmed on a blank
-image first, which also leaves it clean.
+that found no pose touched no filter and goes back to the stock. (Warming a new one on a blank
+image would also leave it clean and take its lazy set-up off the request's path, but it costs
+more CPU than it saves: measured in docs/predict.md, so it is not done.)
 
 The contract with server.worker_process: `ImagePredictor(models, decode).predict(pipeline,
 wanted, data)` returns `(width, height, parts, decode_ms, inference_ms)` or raises ImageError.
@@ -25,14 +26,10 @@ from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from server.imaging import ImageError
 
 # Clean holistic landmarkers kept ready per worker (each holds about 130 MB).
 SPARES = 1
-# Warming on a blank image runs the graph's lazy set-up without giving any filter a value.
-_BLANK = np.zeros((64, 64, 3), np.uint8)
 
 Factory = Callable[[str], Any]
 
@@ -44,37 +41,36 @@ class CleanStock:
         self._factory = factory
         self._size = max(size, 0)
         self._ready: list[Any] = []
+        self._spent: list[Any] = []  # closed by the refill thread, after the reply has gone
         self._building = False
         self._closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._refill, name="clean-stock", daemon=True)
         self._thread.start()
 
-    def _make(self) -> Any:
-        detector = self._factory()
-        detector.detect(_BLANK, None)
-        return detector
-
     def _refill(self) -> None:
+        """Build clean landmarkers up to the stock size, close spent ones; until close()."""
         while True:
             with self._cond:
-                while not self._closed and len(self._ready) >= self._size:
+                while not (self._closed or self._spent or len(self._ready) < self._size):
                     self._cond.wait()
                 if self._closed:
-                    return
-                self._building = True
+                    break
+                spent, self._spent = self._spent, []
+                self._building = build = len(self._ready) < self._size
             detector = None
-            try:
-                detector = self._make()
-            except Exception:  # a broken model: take() builds in the foreground and reports it
-                time.sleep(1.0)
+            if build:
+                try:
+                    detector = self._factory()
+                except Exception:  # a broken model: take() builds in the foreground, says why
+                    time.sleep(1.0)
             with self._cond:
                 self._building = False
                 if detector is not None:
                     self._ready.append(detector)
                 self._cond.notify_all()
-                if self._closed:
-                    break
+            for old in spent:  # after building: a request may be waiting for that one
+                old.close()
         self._close_ready()
 
     def take(self, timeout: float = 30.0) -> Any:
@@ -88,7 +84,7 @@ class CleanStock:
                 detector = self._ready.pop()
                 self._cond.notify_all()
                 return detector
-        return self._make()
+        return self._factory()
 
     def give_back(self, detector: Any) -> None:
         """Return a landmarker that is still clean. The stock may then hold one more than its
@@ -100,9 +96,19 @@ class CleanStock:
                 return
         detector.close()
 
+    def retire(self, detector: Any) -> None:
+        """A spent landmarker: closed in the background (closing takes a few ms)."""
+        with self._cond:
+            if not self._closed:
+                self._spent.append(detector)
+                self._cond.notify_all()
+                return
+        detector.close()
+
     def _close_ready(self) -> None:
         with self._cond:
-            ready, self._ready = self._ready, []
+            ready, self._ready = self._ready + self._spent, []
+            self._spent = []
         for detector in ready:
             detector.close()
 
@@ -174,7 +180,7 @@ class ImagePredictor:
         if found.get("pose") is None:
             self._stock.give_back(detector)  # no pose: no filter was fed, still clean
         else:
-            detector.close()
+            self._stock.retire(detector)
         return found
 
     def close(self) -> None:

@@ -256,8 +256,10 @@ def test_holistic_landmarkers_are_one_shot_unless_they_found_nothing() -> None:
         width, height, parts, _, _ = predictor.predict("holistic", ("pose", "face"), bytes([value]))
         assert (width, height) == (4, 4) and set(parts) == {"pose", "face"}
         assert (parts["pose"] is not None) == (value == 1)
-    deadline = time.monotonic() + 5  # the refill thread puts a clean one in stock again
-    while time.monotonic() < deadline and all(d.spent for d in created):
+    deadline = time.monotonic() + 5  # the refill thread restocks and closes the spent ones
+    while time.monotonic() < deadline and (
+        all(d.spent for d in created) or not all(d.closed for d in created if d.spent)
+    ):
         time.sleep(0.01)
     spent = [d for d in created if d.spent]
     assert len(spent) == 4 and all(d.closed for d in spent)
@@ -297,7 +299,7 @@ def test_stock_take_waits_for_the_one_being_built() -> None:
     threading.Timer(0.2, gate.set).start()
     t0 = time.perf_counter()
     first = stock.take(timeout=5)
-    assert 0.1 < time.perf_counter() - t0 < 4 and len(built) == 1 and first.uses == 1  # warmed
+    assert 0.1 < time.perf_counter() - t0 < 4 and len(built) == 1 and first.uses == 0
     stock.give_back(first)
     assert stock.take(timeout=5) is first
     stock.close()
