@@ -1,4 +1,5 @@
-// The heads-up display over the video: rates, latency, inference time, drops, connection.
+// The heads-up display over the video: rates, latency, inference time, drops, connection, and
+// with the avatar view on, the results/s driving the avatar and the server's rig solve time.
 
 const STATE_WORDS = {
   idle: "stopped",
@@ -25,12 +26,15 @@ export class Hud {
     this.fields = Object.fromEntries(
       [...root.querySelectorAll("[data-hud]")].map((el) => [el.dataset.hud, el]),
     );
+    /** Rows about the avatar rig, shown while the page asks for it. */
+    this.rigRows = [...root.querySelectorAll("[data-hud-rig]")];
   }
 
   /**
    * @param {{state: string, stateText: string, sentFps: number, resultFps: number,
    *          latencyP50: number | null, inferenceMs: number | null, dropped: number,
-   *          inFlight: number, maxInFlight: number}} view
+   *          inFlight: number, maxInFlight: number, rig?: boolean, rigFps?: number,
+   *          rigSolveMs?: number | null}} view
    */
   render(view) {
     this.#set("state", view.stateText);
@@ -40,6 +44,9 @@ export class Hud {
     this.#set("inference", view.inferenceMs === null ? "—" : `${fixed(view.inferenceMs, 1)} ms`);
     this.#set("dropped", String(view.dropped));
     this.#set("inFlight", `${view.inFlight} / ${view.maxInFlight}`);
+    this.#set("rigFps", fixed(view.rigFps, 1));
+    this.#set("rigSolve", view.rigSolveMs == null ? "—" : `${fixed(view.rigSolveMs, 2)} ms`);
+    for (const row of this.rigRows) row.hidden = !view.rig;
     this.root.dataset.state = view.state;
   }
 

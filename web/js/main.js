@@ -1,6 +1,7 @@
 // The page: wires the video source, the frame pump, the stream, the overlay and the HUD to the
 // controls, and exposes read-only state on window.holistream for tests.
 
+import { AvatarPanel } from "./avatar.js";
 import { DEFAULT_RESOLUTION, RESOLUTIONS, VideoSource, describeSourceError, listCameras } from "./camera.js";
 import { FrameEncoder } from "./encoder.js";
 import { Hud, stateLabel } from "./hud.js";
@@ -80,6 +81,8 @@ const stream = new FrameStream({
   fps: announcedFps(),
   maxInFlight: settings.inFlight,
 });
+// The avatar view asks for the rig while it is shown (the hello, or a configure on the session).
+const avatar = new AvatarPanel({ mirror: settings.mirror, onRigWanted: (on) => stream.setRig(on), params });
 const source = new VideoSource(ui.video);
 const encoder = new FrameEncoder();
 const overlay = new SkeletonOverlay(ui.canvas, ui.video);
@@ -182,6 +185,7 @@ stream.addEventListener("result", ({ detail }) => {
   if (typeof inference === "number") inferenceMs = inferenceMs === null ? inference : 0.8 * inferenceMs + 0.2 * inference;
   lastResult = result;
   overlay.draw(result); // drawn at once, so lastResult is always what the canvas shows
+  avatar.onResult(result, receivedAt);
 });
 
 stream.addEventListener("state", ({ detail }) => {
@@ -257,6 +261,7 @@ function stop() {
   sentRate.reset();
   resultRate.reset();
   latency.reset();
+  avatar.onStop();
   ui.placeholder.hidden = false;
   ui.placeholderStart.hidden = false;
   ui.placeholderText.textContent = "Camera is off";
@@ -279,12 +284,14 @@ function hudView() {
     dropped: stream.dropped,
     inFlight: stream.inFlight.size,
     maxInFlight: stream.maxInFlight,
+    ...avatar.hudFields(now),
   };
 }
 
 function renderStatus() {
   const view = hudView();
   hud.render(view);
+  avatar.renderHud(view);
   ui.status.dataset.state = view.state;
   // The pill is a live region: the state only, without the ticking retry countdown.
   const pill = stateLabel(view.state);
@@ -337,6 +344,7 @@ function applyMirror() {
   ui.mirror.checked = settings.mirror;
   ui.viewport.dataset.mirror = String(settings.mirror);
   overlay.setMirror(settings.mirror);
+  avatar.setMirror(settings.mirror);
 }
 
 function initControls() {
@@ -473,6 +481,8 @@ window.holistream = Object.freeze({
   get url() {
     return stream.url;
   },
+  /** The avatar view's state and test actions (js/avatar.js). */
+  avatar: avatar.hook,
   stateLog,
   notices,
   palette: PALETTE,

@@ -31,12 +31,14 @@ export class FrameStream extends EventTarget {
 
   /**
    * @param {{url: string, parts?: string[], fps?: number, minFps?: number, maxInFlight?: number,
-   *          backoffInitialMs?: number, backoffMaxMs?: number}} options
+   *          backoffInitialMs?: number, backoffMaxMs?: number, rig?: boolean}} options
    */
-  constructor({ url, parts, fps = 30, minFps = 10, maxInFlight = 2, backoffInitialMs = 500, backoffMaxMs = 10000 }) {
+  constructor({ url, parts, fps = 30, minFps = 10, maxInFlight = 2, backoffInitialMs = 500, backoffMaxMs = 10000, rig = false }) {
     super();
     this.url = url;
     this.parts = parts;
+    /** Ask for the avatar rig in every result (`"rig": true` in the hello). */
+    this.rig = rig;
     /** The frame rate the page wants to send. */
     this.fps = fps;
     /** The rate announced in this session's hello: `fps`, or less while the server is full. */
@@ -156,6 +158,16 @@ export class FrameStream extends EventTarget {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(STATS_REQUEST);
   }
 
+  /** Asks for the avatar rig, or stops asking: in the next hello, and on a live session at once. */
+  setRig(on) {
+    if (this.rig === on) return;
+    this.rig = on;
+    // Once open, the hello has gone out (sent on "open"); the server reads messages in order.
+    if (this.socket?.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify({ type: "configure", rig: on }));
+    }
+  }
+
   // --- connection -------------------------------------------------------------------------
 
   /** @param {StreamState} state */
@@ -204,7 +216,8 @@ export class FrameStream extends EventTarget {
     }, HANDSHAKE_TIMEOUT_MS);
     socket.addEventListener("open", () => {
       opened = true;
-      socket.send(helloMessage({ parts: this.parts, fps: this.sessionFps }));
+      const hello = helloMessage({ parts: this.parts, fps: this.sessionFps });
+      socket.send(this.rig ? JSON.stringify({ ...JSON.parse(hello), rig: true }) : hello);
     });
     socket.addEventListener("message", (event) => {
       if (this.socket !== socket || typeof event.data !== "string") return;
