@@ -257,6 +257,7 @@ def landmarkers(server: ServerProcess) -> int:
 
 async def test_switching_parts_mid_session(server: ServerProcess) -> None:
     frames = video_jpegs("astronaut_pan_640x480.avi", limit=15)
+    await _no_sessions(server)  # earlier tests' closes have reached the workers
     baseline = await asyncio.to_thread(landmarkers, server)
     conn = await connect(server.ws_url, hello={"parts": ["face"]})
     assert await asyncio.to_thread(landmarkers, server) == baseline + 1
@@ -292,6 +293,14 @@ async def test_switching_parts_mid_session(server: ServerProcess) -> None:
     assert await asyncio.to_thread(landmarkers, server) == baseline
 
 
+async def _no_sessions(server: ServerProcess) -> None:
+    for _ in range(50):
+        if server.readyz()["sessions"] == 0:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("sessions still open after their sockets closed")
+
+
 _ALL_FIELDS = ("face", "pose", "pose_world", "left_hand", "right_hand", "left_hand_world",
                "right_hand_world")
 
@@ -325,8 +334,5 @@ async def test_small_budget_admits_more_face_sessions_than_holistic(server_facto
         assert (await conns[-1].result())["frame"] == 1
         admitted[pipeline] = len(conns)
         await asyncio.gather(*(c.close() for c in conns))
-        for _ in range(50):  # the reservations go as the sockets close
-            if srv.readyz()["sessions"] == 0:
-                break
-            await asyncio.sleep(0.1)
+        await _no_sessions(srv)  # the reservations go as the sockets close
     assert admitted["face"] > admitted["holistic"]
