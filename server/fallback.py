@@ -15,8 +15,9 @@ find: it runs both on the same frame ("dual" frames) and compares.
 - A landmarker not run for `linger` frames is closed (memory is what admission prices); a later
   dual frame makes a fresh one.
 
-On a dual frame the result delivered is that of the mode chosen after it, so a dual frame is never
-blinder than either pipeline alone.
+On a dual frame the result delivered is that of the mode chosen after it: Holistic's when it found
+a wanted part the cheap pipeline missed, else the cheap one's, which then has every wanted part
+Holistic found.
 """
 
 from __future__ import annotations
