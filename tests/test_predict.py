@@ -311,6 +311,20 @@ async def test_bad_input_gets_its_documented_status(server: ServerProcess) -> No
         for data, ctype, query, status, code in cases:
             assert_error(await post(server.url, data, ctype=ctype, query=query, client=client),
                          status, code)
+        # Without a Content-Length (chunked), the limit holds while reading.
+        async def chunks() -> Any:
+            yield b"\xff\xd8\xff"
+            for _ in range(5):
+                yield bytes(1 << 20)
+
+        async with client.post(f"{server.url}/v1/predict", data=chunks(),
+                               headers={"Content-Type": "image/jpeg"}) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"]["code"] == "body_too_large"
+        big_form = aiohttp.FormData()
+        big_form.add_field("file", b"\xff\xd8\xff" + bytes(5 << 20), filename="big.jpg",
+                           content_type="image/jpeg")
+        assert_error(await post(server.url, big_form, client=client), 413, "body_too_large")
         evil = await post(server.url, jpeg, headers={"Origin": "http://evil.example"},
                           client=client)
         assert_error(evil, 403, "origin_not_allowed")
