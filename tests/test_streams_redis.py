@@ -177,6 +177,9 @@ async def test_a_name_is_unique_and_listed_across_instances(pair) -> None:
     assert ended["reason"] == "producer_closed"
     again = await connect(b.ws_url + "?stream=solo", hello={"parts": ["pose"]})
     assert again.ready["stream"] == "solo"
+    deadline = time.monotonic() + 10  # A learns of B's new producer at its next scan of Redis
+    while "solo" not in streams_of(a) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
     assert streams_of(a)["solo"]["instance"] == streams_of(b)["solo"]["instance"] != (
         on_a["instance"]
     )
