@@ -212,6 +212,8 @@ async def predict(request: web.Request) -> web.StreamResponse:
     try:
         reply = await _run_job(request, core, options, data)
     except TimeoutError:
+        # At least this long: the estimator must learn that images have become slow.
+        svc.estimator.observe(cfg.predict_timeout_s, ahead, max(workers, 1))
         error = RequestError(
             504, "timeout", f"no result within {cfg.predict_timeout_s:g} s; try again later"
         )
@@ -227,6 +229,8 @@ async def predict(request: web.Request) -> web.StreamResponse:
     svc.estimator.observe(job_s, ahead, max(workers, 1))
 
     if reply[0] == "predict_error":
+        if reply[2] == "internal":
+            log.error("predict: inference failed: %s", reply[3])
         return _refuse(core, image_error(reply[2], reply[3]))
     width, height, parts, decode_ms, inference_ms = reply[2]
     landmarks = landmark_body(width, height, options.pipeline, parts)

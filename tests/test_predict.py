@@ -285,6 +285,46 @@ async def test_a_client_that_leaves_frees_its_place(server_factory: Any) -> None
     assert gone >= 8 and gone + answered == 16, (gone, answered)
 
 
+def slow_webp(width: int = 8192, height: int = 4096) -> bytes:
+    """A tiny lossless WebP whose decoding alone takes hundreds of milliseconds."""
+    import io
+
+    from PIL import Image
+
+    ramp_x = np.linspace(0, 255, width, dtype=np.float32)
+    ramp_y = np.linspace(0, 255, height, dtype=np.float32)
+    grey = (np.add.outer(ramp_y, ramp_x) / 2).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.stack([grey, 255 - grey, grey], -1)).save(
+        out, "WEBP", lossless=True, method=0, quality=0  # fastest to encode
+    )
+    return out.getvalue()
+
+
+async def test_an_image_past_the_deadline_gets_504_at_the_deadline(server_factory: Any) -> None:
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from server.imaging import decode_rgb
+    from server.model import resolve_model
+
+    srv = server_factory(*FAST, "--predict-timeout-s", "0.3", "--cache-entries", "0",
+                         "--max-image-pixels", str(8192 * 4096), name="predict-deadline")
+    data = slow_webp()
+    # What the worker must do at least, measured here: decode, then one detection.
+    model = resolve_model("holistic", allow_download=False, allow_build=False, log=lambda _: None)
+    opts = vision.HolisticLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(model)))
+    with vision.HolisticLandmarker.create_from_options(opts) as landmarker:
+        t0 = time.perf_counter()
+        rgb = decode_rgb(data, max_pixels=8192 * 4096, max_side=8192)
+        landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        job_s = time.perf_counter() - t0
+    reply = await post(srv.url, data, ctype="image/webp")
+    assert_error(reply, 504, "timeout")
+    assert reply.seconds < job_s, (reply.seconds, job_s)  # at the deadline, not when it ends
+    assert srv.metric("holistream_predict_requests_total", 'outcome="timeout"') == 1
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
