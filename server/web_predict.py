@@ -26,6 +26,7 @@ from server.predict_policy import (
     Options,
     RequestError,
     StartEstimator,
+    Verdict,
     body_kind,
     cache_key,
     image_error,
@@ -157,6 +158,17 @@ async def _run_job(request: web.Request, core: Core, options: Options, data: byt
             await watcher
 
 
+def _admission(core: Core, svc: PredictService) -> Verdict:
+    cfg = core.config
+    return svc.estimator.decide(
+        backlog=core.pool.predict_backlog,
+        workers=sum(1 for w in core.pool.workers if w.alive),
+        queue_limit=cfg.predict_queue,
+        timeout_s=cfg.predict_timeout_s,
+        retry_cap_s=cfg.retry_after_s,
+    )
+
+
 def _refuse(core: Core, exc: RequestError, retry_after: int | None = None) -> web.Response:
     core.metrics.predictions.labels(exc.code).inc()
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -174,6 +186,11 @@ async def predict(request: web.Request) -> web.StreamResponse:
     svc = service(core)
     try:
         options = parse_options(request.query)
+        body_kind(request.content_type)
+        if svc.cache.name == "off" and not (verdict := _admission(core, svc)).admitted:
+            # Nothing could answer it without a worker: refuse before reading the upload.
+            return _refuse(core, RequestError(503, "server_full", verdict.reason),
+                           verdict.retry_after_s)
         data = await read_image(request, cfg.max_message_bytes)
         probe(data, max_pixels=cfg.max_image_pixels, max_side=cfg.max_image_side)
         if not core.ready:
@@ -194,16 +211,9 @@ async def predict(request: web.Request) -> web.StreamResponse:
         body = response_body(cached, protocol.Timing(total_ms=total_ms), "hit")
         return web.Response(body=body, content_type="application/json")
 
-    pool = core.pool
-    workers = sum(1 for w in pool.workers if w.alive)
-    ahead = pool.predict_backlog
-    verdict = svc.estimator.decide(
-        backlog=ahead,
-        workers=workers,
-        queue_limit=cfg.predict_queue,
-        timeout_s=cfg.predict_timeout_s,
-        retry_cap_s=cfg.retry_after_s,
-    )
+    workers = sum(1 for w in core.pool.workers if w.alive)
+    ahead = core.pool.predict_backlog
+    verdict = _admission(core, svc)
     if not verdict.admitted:
         error = RequestError(503, "server_full", verdict.reason)
         return _refuse(core, error, verdict.retry_after_s)
