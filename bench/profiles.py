@@ -5,7 +5,8 @@ together, admission wide open so the machine is what gives out.
 1. Capacity: N sessions, each an open-loop 15 fps camera on the profile's home video; N is
    searched (grow, then bisect) for the largest where every session gets >= 95 % of its frames
    back. Profiles take turns step by step, so other load on the machine falls on each alike.
-   Memory per session: the workers' RSS growth over the first step, divided by N.
+   Memory: the workers' RSS growth from 2 warm sessions to 6 (per session), and what the first
+   2 added beyond that (per worker, once: the runtime a worker loads with its first landmarker).
 2. Detection: both fixture videos closed loop (nothing dropped): parts found, the pipeline of each
    result, pipeline_fallback warnings, workers' CPU per frame (all threads, decode included).
 
@@ -25,6 +26,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,11 +65,8 @@ class Tally:
     results: int = 0
     in_window: int = 0
     warnings: int = 0
-    pipelines: dict[str, int] = field(default_factory=dict)
-    found: dict[str, int] = field(default_factory=dict)
-
-    def add(self, counts: dict[str, int], key: str, n: int = 1) -> None:
-        counts[key] = counts.get(key, 0) + n
+    pipelines: Counter[str] = field(default_factory=Counter)
+    found: Counter[str] = field(default_factory=Counter)
 
 
 async def _hello(ws: ClientConnection, parts: list[str], fmt: str) -> None:
@@ -88,11 +87,10 @@ async def closed_loop(url: str, parts: list[str], frames: list[bytes]) -> Tally:
             while (msg := orjson.loads(await asyncio.wait_for(ws.recv(), 60)))["type"] != "result":
                 tally.warnings += msg.get("code") == "pipeline_fallback"
             tally.results += 1
-            tally.add(tally.pipelines, msg["pipeline"])
+            tally.pipelines[msg["pipeline"]] += 1
             hands = [msg.get(h) is not None for h in ("left_hand", "right_hand")]
-            for name, hit in (("face", msg.get("face") is not None), ("both hands", all(hands)),
-                              ("pose", msg.get("pose") is not None), ("a hand", any(hands))):
-                tally.add(tally.found, name, hit)
+            tally.found.update({"face": msg.get("face") is not None, "both hands": all(hands),
+                                "pose": msg.get("pose") is not None, "a hand": any(hands)})
     return tally
 
 
@@ -113,7 +111,7 @@ async def _reader(ws: ClientConnection, tally: Tally, window: tuple[float, float
             if isinstance(data, bytes):  # a binary result: count it, read only its pipeline
                 tally.results += 1
                 tally.in_window += window[0] <= loop.time() < window[1]
-                tally.add(tally.pipelines, PIPELINES[(_HEADER.unpack_from(data)[2] >> 12) & 0xF])
+                tally.pipelines[PIPELINES[(_HEADER.unpack_from(data)[2] >> 12) & 0xF]] += 1
             else:
                 tally.warnings += "pipeline_fallback" in data
 
@@ -136,8 +134,7 @@ async def open_loop(server: ServerProcess, parts: list[str], frames: list[bytes]
         cams = [asyncio.create_task(_camera(ws, i, frames, t0, window[1] + 0.2))
                 for i, ws in enumerate(conns)]
         await asyncio.sleep(window[0] - loop.time())
-        cpu0, rss, done0, c0 = server.metric(CPU), server.metric(RSS), server.metric(DONE), \
-            time.process_time()
+        cpu0, done0, c0 = server.metric(CPU), server.metric(DONE), time.process_time()
         await asyncio.gather(*cams)
         client_cores = (time.process_time() - c0) / MEASURE_S
         cpu1, done1 = server.metric(CPU), server.metric(DONE)
@@ -146,15 +143,31 @@ async def open_loop(server: ServerProcess, parts: list[str], frames: list[bytes]
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
         await asyncio.gather(*readers, return_exceptions=True)
     rates = sorted(t.in_window / (MEASURE_S * FPS) for t in tallies)
-    pipelines: dict[str, int] = {}
-    for t in tallies:
-        for k, v in t.pipelines.items():
-            t.add(pipelines, k, v)
+    pipelines = sum((t.pipelines for t in tallies), Counter[str]())
     return {"n": n, "ok": rates[0] >= RATE_OK, "min_rate": rates[0],
-            "median_rate": rates[len(rates) // 2], "rss": rss,
+            "median_rate": rates[len(rates) // 2],
             "cpu_ms_per_frame": 1000 * (cpu1 - cpu0) / max(done1 - done0, 1),
-            "client_cores": client_cores, "pipelines": pipelines,
+            "client_cores": client_cores, "pipelines": dict(pipelines),
             "warnings": sum(t.warnings for t in tallies), "load1": os.getloadavg()[0]}
+
+
+async def memory(server: ServerProcess, parts: list[str], frames: list[bytes]) -> dict[str, float]:
+    """RSS per session (from 2 warm sessions to 6) and per worker once (the first 2, less)."""
+    rss, conns = [server.metric(RSS)], []
+    try:
+        for batch in (2, 4):
+            for _ in range(batch):
+                conns.append(ws := await connect(server.ws_url, max_size=None, compression=None))
+                await _hello(ws, parts, "binary")
+                for i, jpeg in enumerate(frames[:4]):  # enough frames for a fallback to happen
+                    await ws.send(encode_frame(i, 1000.0 + i * 1000 / FPS, jpeg))
+                    while not isinstance(await asyncio.wait_for(ws.recv(), 60), bytes):
+                        pass
+            rss.append(server.metric(RSS))
+    finally:
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+    per_session = (rss[2] - rss[1]) / 4
+    return {"session": per_session, "worker": (rss[1] - rss[0] - 2 * per_session) / 2}
 
 
 def next_count(n: int, median_rate: float, lo: int, hi: int | None) -> int | None:
@@ -180,13 +193,13 @@ class Search:
         self.n: int | None = max(1, int(2000 / (FPS * SEED_MS[name]) * 0.8))  # 2 cores
         self.lo: int = 0
         self.hi: int | None = None
-        self.rss0 = server.metric(RSS)  # a fresh server: no landmarker yet
 
     async def step(self, frames: list[bytes]) -> None:
         assert self.n is not None
+        if "memory" not in self.out:  # first, on the fresh server
+            self.out["memory"] = await memory(self.server, self.parts, frames)
+            await asyncio.sleep(1.0)
         n, step = self.n, await open_loop(self.server, self.parts, frames, self.n)
-        if not self.out["steps"]:
-            self.out["memory_per_session"] = (step["rss"] - self.rss0) / n
         self.out["steps"].append(step)
         print(f"  {self.name}: {n} sessions -> min rate {step['min_rate']:.3f}, "
               f"load {step['load1']:.1f}", flush=True)
@@ -201,8 +214,8 @@ class Search:
             cpu0 = self.server.metric(CPU)
             tally = await closed_loop(self.server.ws_url, self.parts, frames[:120])
             cpu = (self.server.metric(CPU) - cpu0) * 1000 / tally.results
-            self.out["detection"][video] = {"frames": tally.results, "found": tally.found,
-                                            "pipelines": tally.pipelines,
+            self.out["detection"][video] = {"frames": tally.results, "found": dict(tally.found),
+                                            "pipelines": dict(tally.pipelines),
                                             "warnings": tally.warnings, "cpu_ms_per_frame": cpu}
 
     def result(self) -> dict[str, Any]:
@@ -248,12 +261,14 @@ def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "too (its cores are in the steps table): these are what this box did in this run. "
         f"Servers: `holistream serve {' '.join(SERVER_FLAGS)}`, one per profile, started "
         "together; the profiles' steps take turns. Worker CPU is all the workers' threads, "
-        "decode included, per result; memory per session is the workers' RSS growth over the "
-        "first step (fresh server) divided by its sessions.", "",
+        "decode included, per result. Memory (RSS of the workers): per session from 2 warm "
+        "sessions to 6 on the fresh server, each given 4 frames of its home video; per worker "
+        "once, what the first 2 sessions added beyond that (the runtime a worker loads with its "
+        "first landmarker).", "",
         "## Sessions held at 15 fps (every session >= 95 % of its frames returned)", "",
         _row("profile", "home video", "sessions", "× holistic", "worker CPU ms/frame",
-             "holistic CPU ÷ this", "memory per session"),
-        _row(*["---"] * 7),
+             "holistic CPU ÷ this", "memory per session", "+ per worker once"),
+        _row(*["---"] * 8),
     ]
     for r in runs:
         p = r["profile"]
@@ -262,7 +277,8 @@ def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{r['capacity'] / holistic:.1f}" if holistic else "—",
             f"{cpu[p]:.1f}" if p in cpu else "—",
             f"{cpu['holistic'] / cpu[p]:.1f}" if p in cpu and "holistic" in cpu else "—",
-            f"{r['memory_per_session'] / 2**20:.0f} MiB" if "memory_per_session" in r else "—"))
+            *(f"{r['memory'][k] / 2**20:.0f} MiB" if "memory" in r else "—"
+              for k in ("session", "worker"))))
     out += ["", "## Detection (closed loop, 120 frames, nothing dropped)", "",
             "Counted in what each session received: a face-only session that fell back still "
             "receives only `face`.", "",
