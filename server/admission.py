@@ -57,6 +57,7 @@ class AdmissionPolicy:
         self.budget = budget
         self.costs = dict(costs)
         self._held: dict[Hashable, _Reservation] = {}
+        self.reserved_bytes = 0  # memory set aside for other work (the single-image landmarkers)
 
     def cpu_ms_per_s(self, pipeline: str, fps: float) -> float:
         return fps * self.costs[pipeline].ms_per_frame
@@ -83,7 +84,10 @@ class AdmissionPolicy:
         if cpu + self.cpu_ms_per_s(pipeline, fps) > self.budget.cpu_ms_per_s:
             return Decision(False, f"no CPU left for a {pipeline} session at {fps:g} fps")
         memory = sum(self.costs[r.pipeline].memory_bytes for r in held.values())
-        if memory + self.costs[pipeline].memory_bytes > self.budget.memory_bytes:
+        if (
+            memory + self.costs[pipeline].memory_bytes
+            > self.budget.memory_bytes - self.reserved_bytes
+        ):
             return Decision(False, f"no memory left for a {pipeline} session")
         return Decision(True)
 
@@ -101,5 +105,5 @@ class AdmissionPolicy:
         """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
         cost = self.costs[pipeline]
         by_cpu = self.budget.cpu_ms_per_s / max(fps * cost.ms_per_frame, 1e-9)
-        by_memory = self.budget.memory_bytes / max(cost.memory_bytes, 1)
+        by_memory = (self.budget.memory_bytes - self.reserved_bytes) / max(cost.memory_bytes, 1)
         return int(min(by_cpu, by_memory, self.budget.max_sessions))

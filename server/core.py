@@ -90,6 +90,10 @@ class Core:
         await self.pool.start()
         if self.config.calibrate:
             await self._calibrate()
+        # Each worker keeps one clean holistic landmarker ready for single images.
+        self.admission.reserved_bytes = self.config.workers * self.admission.costs[
+            "holistic"
+        ].memory_bytes
         for name in protocol.PIPELINES:
             if name in self.models:
                 self.metrics.capacity.labels(name).set(self.admission.capacity(name))

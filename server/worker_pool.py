@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +25,10 @@ from server.scheduler import FairScheduler
 from server.worker_process import WorkerSettings, worker_main
 
 log = logging.getLogger("holistream.workers")
+
+# All of a worker's single-image jobs share one place in its round-robin, so however many images
+# wait, each streaming session still gets at least every other turn.
+IMAGES = "images"
 
 
 class PoolSession(Protocol):
@@ -72,6 +77,7 @@ class WorkerHandle:
     load: float = 0.0  # reserved worker ms per second of its sessions
     scheduler: FairScheduler[str] = field(default_factory=FairScheduler)
     waiters: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
+    images: deque[PredictJob] = field(default_factory=deque)  # single images, in arrival order
     restarts: int = 0
 
 
@@ -205,20 +211,28 @@ class WorkerPool:
         return sum(1 for job in self.jobs.values() if not job.started)
 
     async def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
-        """Run one image on the least busy worker, taking turns with its sessions. Cancelling
-        the call before the job starts withdraws it (a client that left frees its place)."""
+        """Run one image on the least busy worker; the worker's images take one turn together
+        in its round-robin. Cancelling the call before the job starts withdraws it (a client
+        that left frees its place)."""
         alive = [w for w in self.workers if w.alive] or self.workers
-        worker = min(alive, key=lambda w: (len(w.scheduler) + (w.in_flight is not None), w.load))
+        worker = min(
+            alive,
+            key=lambda w: (len(w.images) + len(w.scheduler) + (w.in_flight is not None), w.load),
+        )
         key = f"predict:{next(self._job_ids)}"
         job = PredictJob(key, pipeline, wanted, data, asyncio.get_running_loop().create_future())
         self.jobs[key] = job
-        worker.scheduler.ready(key)
+        worker.images.append(job)
+        worker.scheduler.ready(IMAGES)
         self._pump(worker)
         try:
             return await job.future
         finally:
             self.jobs.pop(key, None)
-            worker.scheduler.remove(key)
+            if not job.started:
+                worker.images.remove(job)
+                if not worker.images:
+                    worker.scheduler.remove(IMAGES)
 
     # -- frames ----------------------------------------------------------------------------
     def frame_ready(self, session: Any) -> None:
@@ -234,11 +248,15 @@ class WorkerPool:
             return
         now = time.monotonic()
         while (sid := worker.scheduler.next()) is not None:
-            job = self.jobs.get(sid)
-            if job is not None:
+            if sid == IMAGES:
+                if not worker.images:
+                    continue
+                job = worker.images.popleft()
+                if worker.images:
+                    worker.scheduler.ready(IMAGES)  # the next image waits for the next round
                 job.started = True
-                worker.in_flight = sid
-                self._send(worker, ("predict", sid, job.pipeline, job.wanted, job.data))
+                worker.in_flight = job.key
+                self._send(worker, ("predict", job.key, job.pipeline, job.wanted, job.data))
                 return
             session = self.sessions.get(sid)
             if session is None:

@@ -161,6 +161,9 @@ def test_admission_memory_and_count_caps() -> None:
     assert policy.admit("a", "holistic", 1).admitted
     assert policy.admit("b", "holistic", 1).admitted
     assert "memory" in policy.admit("c", "holistic", 1).reason
+    policy.release("a")
+    policy.reserved_bytes = 100 << 20  # e.g. the single-image landmarkers
+    assert "memory" in policy.admit("c", "holistic", 1).reason
     capped = AdmissionPolicy(Budget(cores=8, memory_bytes=1 << 40, max_sessions=1), costs)
     assert capped.admit("a", "holistic", 1).admitted
     assert "limit" in capped.admit("b", "holistic", 1).reason
