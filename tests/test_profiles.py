@@ -319,7 +319,7 @@ async def _open_until_refused(server: ServerProcess, parts: list[str],
 
 
 async def test_small_budget_admits_more_face_sessions_than_holistic(server_factory: Any) -> None:
-    srv = server_factory("--workers", "1", "--memory-budget-mb", "300", name="profiles-budget")
+    srv = server_factory("--workers", "1", "--memory-budget-mb", "500", name="profiles-budget")
     capacity = srv.readyz()["capacity"]
     assert capacity["face"] > capacity["holistic"] >= 1, capacity
     admitted = {}
