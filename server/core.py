@@ -113,8 +113,9 @@ class Core:
             if samples:
                 ms = sum(s[0] for s in samples) / len(samples)
                 memory = sorted(s[1] for s in samples)[len(samples) // 2]
-                # Never trust a memory reading below a floor: RSS deltas can undershoot.
-                floor = DEFAULT_COSTS[name].memory_bytes // 2
+                # A landmarker grows after its first frames: a start-up reading undershoots
+                # what a session costs over time, so the measured session figure is a floor.
+                floor = DEFAULT_COSTS[name].memory_bytes
                 self.admission.costs[name] = PipelineCost(ms, max(memory, floor))
         log.info(
             "calibrated: %s",
