@@ -29,6 +29,10 @@ log = logging.getLogger("holistream.workers")
 # All of a worker's single-image jobs share one place in its round-robin, so however many images
 # wait, each streaming session still gets at least every other turn.
 IMAGES = "images"
+# Work items a worker holds at once: one in inference, one ready behind it. A session never has
+# two (its slot holds one frame in flight), so latest-frame-wins still applies to every frame
+# that is not yet next in line.
+DEPTH = 2
 
 
 class PoolSession(Protocol):
@@ -72,7 +76,9 @@ class WorkerHandle:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     alive: bool = False
-    in_flight: str | None = None  # session id whose frame is in inference
+    # Keys (session ids, image job keys) whose work is in the worker, in order: the one in
+    # inference and at most one queued behind it, so the worker never idles between frames.
+    in_flight: deque[str] = field(default_factory=deque)
     sessions: set[str] = field(default_factory=set)
     load: float = 0.0  # reserved worker ms per second of its sessions
     scheduler: FairScheduler[str] = field(default_factory=FairScheduler)
@@ -124,7 +130,8 @@ class WorkerPool:
         hello = await ipc.recv_async(reader)
         worker.process, worker.pid = proc, hello[2]
         worker.reader, worker.writer = reader, writer
-        worker.alive, worker.in_flight = True, None
+        worker.alive = True
+        worker.in_flight.clear()
         task = asyncio.create_task(self._read_loop(worker), name=f"worker-{worker.index}-reader")
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
@@ -217,7 +224,7 @@ class WorkerPool:
         alive = [w for w in self.workers if w.alive] or self.workers
         worker = min(
             alive,
-            key=lambda w: (len(w.images) + len(w.scheduler) + (w.in_flight is not None), w.load),
+            key=lambda w: (len(w.images) + len(w.scheduler) + len(w.in_flight), w.load),
         )
         key = f"predict:{next(self._job_ids)}"
         job = PredictJob(key, pipeline, wanted, data, asyncio.get_running_loop().create_future())
@@ -243,11 +250,12 @@ class WorkerPool:
         self._pump(worker)
 
     def _pump(self, worker: WorkerHandle) -> None:
-        """Give a free worker the next session's frame, round-robin, skipping stale ones."""
-        if not worker.alive or worker.in_flight is not None:
-            return
+        """Keep the worker fed: the next sessions' frames, round-robin, skipping stale ones."""
         now = time.monotonic()
-        while (sid := worker.scheduler.next()) is not None:
+        while worker.alive and len(worker.in_flight) < DEPTH:
+            sid = worker.scheduler.next()
+            if sid is None:
+                return
             if sid == IMAGES:
                 if not worker.images:
                     continue
@@ -255,9 +263,9 @@ class WorkerPool:
                 if worker.images:
                     worker.scheduler.ready(IMAGES)  # the next image waits for the next round
                 job.started = True
-                worker.in_flight = job.key
+                worker.in_flight.append(job.key)
                 self._send(worker, ("predict", job.key, job.pipeline, job.wanted, job.data))
-                return
+                continue
             session = self.sessions.get(sid)
             if session is None:
                 continue
@@ -265,9 +273,8 @@ class WorkerPool:
             if pending is None:
                 continue
             mp_ts = session.mp_timestamp(pending.payload.ts)
-            worker.in_flight = sid
+            worker.in_flight.append(sid)
             self._send(worker, ("frame", sid, pending.frame_id, mp_ts, pending.payload.image))
-            return
 
     async def _read_loop(self, worker: WorkerHandle) -> None:
         reader = worker.reader
@@ -284,8 +291,7 @@ class WorkerPool:
     def _dispatch(self, worker: WorkerHandle, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind in ("predicted", "predict_error"):
-            if worker.in_flight == msg[1]:
-                worker.in_flight = None
+            self._done(worker, msg[1])
             job = self.jobs.get(msg[1])
             if job is not None and not job.future.done():
                 job.future.set_result(msg)
@@ -293,8 +299,7 @@ class WorkerPool:
             return
         if kind in ("result", "frame_error"):
             sid, frame_id = msg[1], msg[2]
-            if worker.in_flight == sid:
-                worker.in_flight = None
+            self._done(worker, sid)
             session = self.sessions.get(sid)
             if session is not None:
                 if kind == "result":
@@ -317,6 +322,12 @@ class WorkerPool:
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
+    @staticmethod
+    def _done(worker: WorkerHandle, key: str) -> None:
+        """The worker answered for `key` (replies come in the order work was sent)."""
+        with contextlib.suppress(ValueError):
+            worker.in_flight.remove(key)
+
     async def _replace(self, worker: WorkerHandle) -> None:
         """A worker died: account for its frame, start a new one, reopen its sessions there."""
         worker.alive = False
@@ -325,14 +336,15 @@ class WorkerPool:
         log.warning("worker %d (pid %d) died; replacing it", worker.index, worker.pid)
         if worker.process is not None:
             worker.process.join(0.5)
-        lost = worker.in_flight
-        worker.in_flight = None
+        lost = list(worker.in_flight)
+        worker.in_flight.clear()
         pending_waiters = dict(worker.waiters)
         worker.waiters.clear()
-        if lost is not None and lost in self.sessions:
-            self.sessions[lost].slot.fail_in_flight("worker_lost")
-        if lost is not None and lost in self.jobs and not self.jobs[lost].future.done():
-            self.jobs[lost].future.set_exception(ConnectionError("the worker died"))
+        for key in lost:
+            if key in self.sessions:
+                self.sessions[key].slot.fail_in_flight("worker_lost")
+            if key in self.jobs and not self.jobs[key].future.done():
+                self.jobs[key].future.set_exception(ConnectionError("the worker died"))
         await asyncio.sleep(min(0.2 * worker.restarts, 2.0))
         await self._spawn(worker)
         for sid in list(worker.sessions):
