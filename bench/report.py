@@ -53,6 +53,11 @@ def _saturation(r: dict[str, Any]) -> list[Row]:
     limit = (f"CPU: server {s['server_cores']:.2f} cores, generator "
              f"{_f(s['generator_cpu_pct'], '{:.0f}')}% of a core, host "
              f"{_f(s['host_busy_pct'], '{:.0f}')}% busy")
+    means, note = steadiness(s.get("timeline", []))
+    if note:
+        limit += (f"; unsteady: 5-s means {min(means):.1f} to {max(means):.1f} "
+                  f"({max(means) / c['fps']:.2f}× at best), other load (§2)"
+                  if c.get("fps") else "; unsteady (§2)")
     rows.append(Row("2 saturation", "results/s (× ceiling)",
                     f"{s['loadgen_results_per_s']:.1f} ({_f(tput, '{:.2f}')}×)", "≥ 0.90×",
                     _verdict(None if tput is None else tput >= 0.90), limit))
@@ -65,21 +70,53 @@ def _saturation(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+VARIANT_NAMES = {"none": "no compression", "deflate": "permessage-deflate"}
+VARIANT_TEXT = {
+    "none": "The client offers no WebSocket compression (as holistream-loadgen by default)",
+    "deflate": "the client offers permessage-deflate (the websockets library's default, and "
+    "what every browser offers), which the server accepts",
+}
+
+
+def latency_variants(a: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The probe's runs by compression (a run before the variants existed was one probe with
+    the websockets client's default, permessage-deflate)."""
+    if "variants" in a:
+        variants: dict[str, dict[str, Any]] = a["variants"]
+        return variants
+    return {"deflate": a}
+
+
 def _latency(r: dict[str, Any]) -> list[Row]:
-    a = r["phases"]["latency"]
-    added = a["added_ms"]
-    p50 = added["p50"]
-    return [
-        Row("3 latency", "added ms p50 / p99 (1 client, 10 fps)",
+    rows = []
+    for name, a in latency_variants(r["phases"]["latency"]).items():
+        added = a["added_ms"]
+        p50 = added["p50"]
+        rows.append(Row(
+            "3 latency", f"added ms p50 / p99 (1 client, 10 fps, {VARIANT_NAMES[name]})",
             f"{_f(p50, '{:.2f}')} / {_f(added['p99'], '{:.2f}')}", "p50 ≤ 3 ms",
             _verdict(None if p50 is None else p50 <= 3.0),
-            f"not saturated; in server {_f(a['in_server_overhead_ms']['p50'], '{:.2f}')} + "
-            f"outside {_f(a['outside_server_ms']['p50'], '{:.2f}')} ms (p50)"),
-        Row("3 latency", "end-to-end ms p50 / p99",
-            f"{_f(a['e2e_ms']['p50'])} / {_f(a['e2e_ms']['p99'])}",
-            limit=f"inference p50 {_f(a['inference_ms']['p50'])} ms, decode p50 "
-                  f"{_f(a['decode_ms']['p50'])} ms"),
-    ]
+            f"in server {_f(a['in_server_overhead_ms']['p50'], '{:.2f}')} + outside "
+            f"{_f(a['outside_server_ms']['p50'], '{:.2f}')} ms (p50); end-to-end p50 "
+            f"{_f(a['e2e_ms']['p50'])}, inference p50 {_f(a['inference_ms']['p50'])} ms"))
+    return rows
+
+
+def steadiness(tl: Sequence[Sequence[float]], skip_s: float = 2.0) -> tuple[list[float], str]:
+    """5-second means of results/s over a generator timeline, and a note when they moved."""
+    buckets: dict[int, list[tuple[float, float]]] = {}
+    for t, rate, host in tl:
+        if t >= skip_s:
+            buckets.setdefault(int((t - skip_s) // 5), []).append((rate, host))
+    means = [sum(x[0] for x in b) / len(b) for _, b in sorted(buckets.items()) if len(b) >= 3]
+    if len(means) < 2 or min(means) <= 0 or max(means) / min(means) < 1.3:
+        return means, ""
+    busy = [h for _, b in buckets.items() for _, h in b]
+    return means, (
+        f"throughput was not steady: 5-s means from {min(means):.1f} to {max(means):.1f} "
+        f"results/s while the host's CPUs were {sum(busy) / len(busy):.0f}% busy on average; "
+        "on this shared machine, other processes took CPU from the server when it fell "
+        "(the CPU-time figures per frame are not affected)")
 
 
 def overload_errors(o: dict[str, Any]) -> int:
@@ -100,6 +137,8 @@ def _overload(r: dict[str, Any]) -> list[Row]:
     admission = (f"admission (CPU): capacity {_f(o['capacity'], '{}')} holistic sessions at "
                  f"{r['plan']['overload_fps']:g} fps (calibrated "
                  f"{_f(o['calibrated_ms_per_frame'])} CPU ms/frame)")
+    if steadiness(o.get("timeline", []))[1]:
+        admission += "; unsteady, other load (§4)"
     errs = overload_errors(o)
     return [
         Row("4 overload", "results/s (× saturation)",
@@ -242,6 +281,37 @@ def markdown(r: dict[str, Any], rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pinning_lines(o: dict[str, Any], workers: int, fps: float) -> list[str]:
+    """Sessions stay on the worker they were placed on; an uneven count shows in their fps."""
+    n = o["admitted"]
+    if n <= 1 or n % workers == 0:
+        return []
+    most, least = -(-n // workers), n // workers
+    return [
+        f"- sessions are pinned to a worker and served round-robin there: {n} admitted "
+        f"sessions on {workers} workers means one worker serves {most} ({most * fps:g} fps "
+        f"asked) while another serves {least} ({least * fps:g} fps asked), although admission "
+        "counts CPU for the whole box. The busier worker's sessions lose frames (superseded) "
+        "and wait longer, while the other worker may have slack: per-session fps "
+        f"{_f(o['per_session_fps']['min'])} to {_f(o['per_session_fps']['max'])}."
+    ]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _steady_lines(phase: dict[str, Any]) -> list[str]:
+    if "timeline" not in phase:
+        return []
+    means, note = steadiness(phase["timeline"])
+    lines = ["- results/s in 5 s steps (load generator): "
+             + ", ".join(f"{m:.1f}" for m in means)]  # fmt: skip
+    if note:
+        lines.append(f"- **{note}**")
+    return lines
+
+
 def _load(p: dict[str, Any]) -> str:
     return (f"_1-min load average {p['load1_before']:.2f} before, {p['load1_after']:.2f} after; "
             f"{p['elapsed_s']:.0f} s._")
@@ -298,48 +368,70 @@ def _sections(r: dict[str, Any], ph: dict[str, Any]) -> list[str]:
         ]
         if s["generator_reasons"]:
             out.append("- generator warnings: " + "; ".join(s["generator_reasons"]))
+        out += _steady_lines(s)
         if "ceiling" in ph and "phase_error" not in ph["ceiling"]:
             c = ph["ceiling"]
             extra = s["workers_ms_per_frame"] - c["cpu_ms_per_frame"]
+            if extra >= c["decode_cpu_ms"]:
+                workers = (
+                    f"the workers spend {extra:+.1f} ms more per frame: JPEG decode ≈ "
+                    f"{c['decode_cpu_ms']:.1f} ms, the rest unpickling the frame, pickling the "
+                    "result, and any difference in MediaPipe's own cost under the server's "
+                    "scheduling"
+                )
+            else:
+                workers = (
+                    f"the workers spend only {extra:+.1f} ms more per frame although they also "
+                    f"decode the JPEG (≈ {c['decode_cpu_ms']:.1f} ms): MediaPipe's own cost per "
+                    "frame differs by a few percent between runs, so the workers' overhead "
+                    "(decode, pickling) is within that noise"
+                )
             out += [
                 f"- where the CPU per frame goes, against the bare {c['cpu_ms_per_frame']:.1f} "
-                f"ms: the workers spend {extra:+.1f} ms more per frame (of which JPEG decode "
-                f"≈ {c['decode_cpu_ms']:.1f} ms; the rest is unpickling the frame, pickling the "
-                "result and landmark conversion, plus any difference in MediaPipe's own cost "
-                f"under the server's scheduling), and the main process adds "
-                f"{s['main_ms_per_frame']:.2f} ms (aiohttp WebSocket, frame slot, scheduler, "
-                "IPC, result encoding, /metrics scrapes once a second).",
+                f"ms: {workers}; the main process adds {s['main_ms_per_frame']:.2f} ms (aiohttp "
+                "WebSocket, frame slot, scheduler, IPC, result encoding, /metrics scrapes once "
+                "a second).",
             ]
         out += ["", _load(s), ""]
     if "latency" in ph and "phase_error" not in ph["latency"]:
-        a = ph["latency"]
+        variants = latency_variants(ph["latency"])
         out += [
             "## 3. Added latency: one client at 10 fps", "",
-            f"One open-loop client (bench/server_runs.py, JSON results) sends "
-            f"{a['frames_sent']} frames at {plan['latency_fps']:g} fps to the saturation "
-            f"phase's server, now otherwise idle; the first 2 s are warm-up. "
-            f"{a['measured']} results measured.", "",
+            f"One open-loop client (bench/server_runs.py, JSON results) sends frames at "
+            f"{plan['latency_fps']:g} fps to the saturation phase's server, now otherwise idle; "
+            "the first 2 s are warm-up. " + _sentence(
+                "; then ".join(VARIANT_TEXT[name] for name in variants)), "",
             "**Definition.** For each frame: *added* = client-measured time from just before "
             "`send()` of the frame to the arrival of its result − the worker's `decode_ms` − "
             "the worker's `inference_ms` for that very frame (from the result's `timing`; "
             "`inference_ms` is the `detect()` call, landmark conversion included). It "
             "is everything the serving path adds to the unavoidable work: WebSocket framing "
-            "both ways, the event loop, frame slot and scheduler, the IPC to and from the "
-            "worker (pickle) and result encoding, and any wait for a previous frame. It "
-            "splits into "
-            "*in server* = `total_ms − decode_ms − inference_ms` (received → result ready) "
-            "and *outside* = end-to-end − `total_ms` (client send, kernel, aiohttp parse, "
-            "result send and client receive).", "",
-            f"- added: {_lat(a['added_ms'])} ms (**p50 {_f(a['added_ms']['p50'], '{:.2f}')}**)",
-            f"- in server: {_lat(a['in_server_overhead_ms'])} ms; outside: "
-            f"{_lat(a['outside_server_ms'])} ms",
-            f"- end-to-end: {_lat(a['e2e_ms'])} ms; inference: {_lat(a['inference_ms'])} ms; "
-            f"decode: {_lat(a['decode_ms'])} ms",
-            f"- frames without a result (dropped or unanswered): {a['unanswered_or_dropped']}; "
-            f"other messages: {a['other_messages'] or 'none'}",
-            "- limited by: nothing saturated (one session, the worker idles between frames); "
-            "on a shared machine, scheduling delays of the server's processes show in p99.",
-            "", _load(a), "",
+            "(and compression, when negotiated) both ways, the event loop, frame slot and "
+            "scheduler, the IPC to and from the worker (pickle) and result encoding, and any "
+            "wait for a previous frame. It splits into *in server* = `total_ms − decode_ms − "
+            "inference_ms` (received → result ready) and *outside* = end-to-end − `total_ms` "
+            "(client send, kernel, aiohttp parse, result send and client receive).", "",
+        ]
+        for name, a in variants.items():
+            out += [
+                f"**{VARIANT_NAMES[name]}** ({a['frames_sent']} frames sent, {a['measured']} "
+                f"results measured" + (f"; negotiated extensions: {a['extensions']}"
+                                        if a.get("extensions") else "") + "):", "",
+                f"- added: {_lat(a['added_ms'])} ms (**p50 {_f(a['added_ms']['p50'], '{:.2f}')}**)",
+                f"- in server: {_lat(a['in_server_overhead_ms'])} ms; outside: "
+                f"{_lat(a['outside_server_ms'])} ms",
+                f"- end-to-end: {_lat(a['e2e_ms'])} ms; inference: {_lat(a['inference_ms'])} "
+                f"ms; decode: {_lat(a['decode_ms'])} ms",
+                f"- frames without a result (dropped or unanswered): "
+                f"{a['unanswered_or_dropped']}; other messages: {a['other_messages'] or 'none'}",
+                "",
+            ]
+        out += [
+            "- limited by: nothing saturated (one session, the worker idles between frames). "
+            "With permessage-deflate, the client deflates every JPEG (incompressible) before it "
+            "reaches the socket and the server deflates every result: that time is *outside*. "
+            "On a shared machine, scheduling delays of the server's processes show in p99.",
+            "", _load(ph["latency"]), "",
         ]
     if "overload" in ph and "phase_error" not in ph["overload"]:
         o = ph["overload"]
@@ -377,6 +469,8 @@ def _sections(r: dict[str, Any], ph: dict[str, Any]) -> list[str]:
             f"- generator CPU {_f(o['generator_cpu_pct'], '{:.0f}')}% of a core"
             + (f"; warnings: {'; '.join(o['generator_reasons'])}" if o["generator_reasons"]
                else ""),
+            *_steady_lines(o),
+            *_pinning_lines(o, r["plan"]["workers"], r["plan"]["overload_fps"]),
             "- limited by: admission control (CPU reservation per session), by design; memory "
             "is not the binding budget on this box.",
             "", _load(o), "",

@@ -116,19 +116,36 @@ def phase_saturation(plan: Plan, srv: sr.Server, run_dir: Path) -> dict[str, Any
         "sessions": stage["sessions"],
         "jain": stage["per_session_fps"]["jain"],
         "sampler_errors": sampler.errors,
+        "timeline": timeline(stage),
     }
     log(f"saturation: {out['loadgen_results_per_s']:.1f} results/s, "
         f"{out['cpu_ms_per_frame']:.1f} server CPU ms/frame")  # fmt: skip
     return out
 
 
+LATENCY_VARIANTS = {
+    "none": "no compression offered (as holistream-loadgen by default)",
+    "deflate": "permessage-deflate offered (as every browser does; the server accepts it)",
+}
+
+
 def phase_latency(plan: Plan, srv: sr.Server, frames: list[bytes]) -> dict[str, Any]:
-    log(f"latency: 1 open-loop client at {plan.latency_fps:g} fps for {plan.latency_s:g} s")
-    time.sleep(2.0)  # let the previous phase's sessions close
-    out = sr.latency_probe(srv.ws_url, frames, plan.latency_fps, plan.latency_s)
-    out["server_command"] = " ".join(srv.command)
-    log(f"latency: added p50 {out['added_ms']['p50']:.2f} ms, p99 {out['added_ms']['p99']:.2f} ms")
-    return out
+    variants: dict[str, Any] = {}
+    for compression in LATENCY_VARIANTS:
+        log(f"latency: 1 open-loop client at {plan.latency_fps:g} fps for {plan.latency_s:g} s, "
+            f"compression {compression}")  # fmt: skip
+        time.sleep(2.0)  # let the previous sessions close
+        a = sr.latency_probe(srv.ws_url, frames, plan.latency_fps, plan.latency_s,
+                             None if compression == "none" else compression)  # fmt: skip
+        variants[compression] = a
+        log(f"latency: added p50 {a['added_ms']['p50']:.2f} ms, p99 {a['added_ms']['p99']:.2f} ms")
+    return {"server_command": " ".join(srv.command), "variants": variants}
+
+
+def timeline(stage: dict[str, Any]) -> list[list[float]]:
+    """The generator's per-second timeline, compact: [t, results/s, host CPU %]."""
+    return [[round(t["t"], 1), round(t["results_per_s"], 1), round(t["host_cpu"])]
+            for t in stage["timeline"]]  # fmt: skip
 
 
 def phase_overload(plan: Plan, run_dir: Path) -> dict[str, Any]:
@@ -194,6 +211,7 @@ def phase_overload(plan: Plan, run_dir: Path) -> dict[str, Any]:
         "rss_samples": len(usage),
         "reserved_bytes": reserved,
         "budget_bytes": budget_bytes,
+        "timeline": timeline(stage),
     }
     log(f"overload: admitted {ses['ok']}, refused {ses['refused']}, "
         f"{out['results_per_s']:.1f} results/s, p99 {stage['latency_ms']['p99']} ms")  # fmt: skip

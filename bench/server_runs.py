@@ -376,10 +376,14 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-async def _open_session(ws_url: str, fps: float, fmt: str = "json") -> ClientConnection:
+async def _open_session(
+    ws_url: str, fps: float, fmt: str = "json", compression: str | None = None
+) -> ClientConnection:
+    """A producer session that got `ready`. `compression="deflate"` offers permessage-deflate,
+    as browsers always do (the server accepts it); None offers nothing, as holistream-loadgen."""
     ws = await connect(
         f"{ws_url}?parts=face,hands,pose&fps={fps:g}",
-        open_timeout=10, ping_interval=None, max_size=16 * 2**20,
+        open_timeout=10, ping_interval=None, max_size=16 * 2**20, compression=compression,
     )  # fmt: skip
     await ws.send(dumps({"type": "hello", "protocol": 1, "parts": ["face", "hands", "pose"],
                          "format": fmt, "fps": fps, "client": "holistream-bench"}))  # fmt: skip
@@ -394,8 +398,9 @@ async def _open_session(ws_url: str, fps: float, fmt: str = "json") -> ClientCon
 
 
 async def _latency_probe(ws_url: str, frames: list[bytes], fps: float, duration_s: float,
-                         warmup_s: float) -> dict[str, Any]:  # fmt: skip
-    ws = await _open_session(ws_url, fps)
+                         warmup_s: float, compression: str | None) -> dict[str, Any]:  # fmt: skip
+    ws = await _open_session(ws_url, fps, compression=compression)
+    extensions = ws.response.headers.get("Sec-WebSocket-Extensions") if ws.response else None
     sent: dict[int, float] = {}
     rows: list[tuple[float, float, float, float, float]] = []  # sent_at, e2e, dec, inf, total
     other: dict[str, int] = {}
@@ -443,6 +448,8 @@ async def _latency_probe(ws_url: str, frames: list[bytes], fps: float, duration_
     outside = [r[1] - r[4] for r in kept]
     in_server = [r[4] - r[2] - r[3] for r in kept]
     return {
+        "compression": compression,
+        "extensions": extensions,
         "frames_sent": n,
         "results": len(rows),
         "measured": len(kept),
@@ -458,12 +465,12 @@ async def _latency_probe(ws_url: str, frames: list[bytes], fps: float, duration_
 
 
 def latency_probe(ws_url: str, frames: list[bytes], fps: float, duration_s: float,
-                  warmup_s: float = 2.0) -> dict[str, Any]:  # fmt: skip
+                  compression: str | None, warmup_s: float = 2.0) -> dict[str, Any]:  # fmt: skip
     """One open-loop client at `fps`: per frame, client send→result time against the worker's
     own decode and inference time for that frame."""
     async def bounded() -> dict[str, Any]:
         async with asyncio.timeout(duration_s + 60):
-            return await _latency_probe(ws_url, frames, fps, duration_s, warmup_s)
+            return await _latency_probe(ws_url, frames, fps, duration_s, warmup_s, compression)
 
     return asyncio.run(bounded())
 
