@@ -256,6 +256,7 @@ def markdown(r: dict[str, Any], rows: Sequence[Row]) -> str:
         f"- **Machine:** `nproc` = {m['nproc']}, CPU {m['cpu_model']}, "
         f"{m['memory_gib']:.1f} GiB RAM ({m['available_gib']:.1f} GiB available), Linux "
         f"{m['kernel']}, Python {m['python']}",
+        _code_line(r.get("code")),
         f"- **Load average** (1, 5, 15 min): before {before[0]:.2f}, {before[1]:.2f}, "
         f"{before[2]:.2f}; after {after[0]:.2f}, {after[1]:.2f}, {after[2]:.2f}",
         f"- **Input:** `{r['source']}`, {r['frames']} frames at 640×480, JPEG quality 80 "
@@ -295,6 +296,18 @@ def _pinning_lines(o: dict[str, Any], workers: int, fps: float) -> list[str]:
         "and wait longer, while the other worker may have slack: per-session fps "
         f"{_f(o['per_session_fps']['min'])} to {_f(o['per_session_fps']['max'])}."
     ]
+
+
+def _code_line(code: dict[str, Any] | None) -> str:
+    if not code or not code.get("commit"):
+        return "- **Code:** unknown commit"
+    line = f"- **Code:** commit {code['commit'][:12]} (HEAD when the run started)"
+    if code.get("modified_files"):
+        line += (f"; the shared working tree had {code['modified_files']} modified tracked "
+                 "files, which the servers ran as well (editable install)")  # fmt: skip
+    if code.get("note"):
+        line += f"; {code['note']}"
+    return line
 
 
 def _sentence(text: str) -> str:

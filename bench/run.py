@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +58,20 @@ class Plan:
         if quick:
             return cls(True, workers, 8, 15, 10, 10, 100, 15, 20, 20, 4, 30, 5)
         return cls(False, workers, 30, 60, 40, 10, 300, 15, 60, 20, 8, 120, 20)
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the servers run (editable install) and how dirty the shared tree is."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10, check=False)  # fmt: skip
+        return done.stdout.strip()
+
+    try:
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": git("rev-parse", "HEAD"), "modified_files": len(status.splitlines())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "modified_files": None}
 
 
 def log(msg: str) -> None:
@@ -298,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": asdict(machine.machine()),
         "load_before": machine.load(),
+        "code": code_version(),
         "wait": wait,
         "plan": asdict(plan),
         "source": str(Path(str(source)).relative_to(ROOT)) if source else None,
