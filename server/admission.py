@@ -5,6 +5,11 @@ reserves `fps × cpu_ms_per_frame` of CPU time per second and one landmarker's m
 pipelines differ by up to 7× in cost, so a box admits many more face-only sessions than holistic
 ones. Costs are CPU time, not wall time: MediaPipe spreads a frame over ~1.35 cores, and CPU time
 stays true when other processes share the machine.
+
+A session's landmarker lives in one worker for its whole life, so the CPU budget is split into one
+bin per worker and a session is admitted only into a bin where it fits: a box whose total has room
+but whose workers each have too little would otherwise admit sessions that cannot get their rate.
+The bin chosen is the worker the session is placed on.
 """
 
 from __future__ import annotations
@@ -35,22 +40,29 @@ class Budget:
     memory_bytes: int
     max_sessions: int
     cpu_overcommit: float = 1.0
+    workers: int = 1
 
     @property
     def cpu_ms_per_s(self) -> float:
         return self.cores * 1000.0 * self.cpu_overcommit
+
+    @property
+    def worker_ms_per_s(self) -> float:
+        return self.cpu_ms_per_s / max(self.workers, 1)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     admitted: bool
     reason: str = ""
+    worker: int = -1  # the bin (worker index) the session fits in
 
 
 @dataclass(frozen=True, slots=True)
 class _Reservation:
     pipeline: str
     fps: float
+    worker: int
 
 
 class AdmissionPolicy:
@@ -75,14 +87,38 @@ class AdmissionPolicy:
     def memory_used(self) -> int:
         return sum(self.costs[r.pipeline].memory_bytes for r in self._held.values())
 
-    def check(self, pipeline: str, fps: float, *, replacing: Hashable | None = None) -> Decision:
+    def worker_loads(self, exclude: Hashable | None = None) -> list[float]:
+        """Reserved CPU ms per second in each worker's bin."""
+        loads = [0.0] * max(self.budget.workers, 1)
+        for key, r in self._held.items():
+            if key != exclude:
+                loads[r.worker] += self.cpu_ms_per_s(r.pipeline, r.fps)
+        return loads
+
+    def check(
+        self,
+        pipeline: str,
+        fps: float,
+        *,
+        replacing: Hashable | None = None,
+        keep_worker: bool = False,
+    ) -> Decision:
+        """Would a session fit? `keep_worker`: only in the bin `replacing` already holds."""
         held = dict(self._held)
-        if replacing is not None:
-            held.pop(replacing, None)
+        previous = held.pop(replacing, None) if replacing is not None else None
         if len(held) >= self.budget.max_sessions:
             return Decision(False, f"session limit reached ({self.budget.max_sessions})")
-        cpu = sum(self.cpu_ms_per_s(r.pipeline, r.fps) for r in held.values())
-        if cpu + self.cpu_ms_per_s(pipeline, fps) > self.budget.cpu_ms_per_s:
+        loads = self.worker_loads(exclude=replacing)
+        if keep_worker and previous is not None:
+            candidates = [previous.worker]
+        else:
+            candidates = sorted(range(len(loads)), key=lambda w: (loads[w], w))
+            if previous is not None:  # stay put when it still fits there
+                candidates.remove(previous.worker)
+                candidates.insert(0, previous.worker)
+        demand = self.cpu_ms_per_s(pipeline, fps)
+        fits = [w for w in candidates if loads[w] + demand <= self.budget.worker_ms_per_s]
+        if not fits:
             return Decision(False, f"no CPU left for a {pipeline} session at {fps:g} fps")
         memory = sum(self.costs[r.pipeline].memory_bytes for r in held.values())
         if (
@@ -90,14 +126,20 @@ class AdmissionPolicy:
             > self.budget.memory_bytes - self.reserved_bytes
         ):
             return Decision(False, f"no memory left for a {pipeline} session")
-        return Decision(True)
+        return Decision(True, worker=fits[0])
 
-    def admit(self, key: Hashable, pipeline: str, fps: float) -> Decision:
+    def admit(
+        self, key: Hashable, pipeline: str, fps: float, *, keep_worker: bool = False
+    ) -> Decision:
         """Reserve for `key`, or change its reservation; on refusal the old one is kept."""
-        decision = self.check(pipeline, fps, replacing=key)
+        decision = self.check(pipeline, fps, replacing=key, keep_worker=keep_worker)
         if decision.admitted:
-            self._held[key] = _Reservation(pipeline, fps)
+            self._held[key] = _Reservation(pipeline, fps, decision.worker)
         return decision
+
+    def worker_of(self, key: Hashable) -> int | None:
+        held = self._held.get(key)
+        return None if held is None else held.worker
 
     def release(self, key: Hashable) -> None:
         self._held.pop(key, None)
@@ -105,6 +147,7 @@ class AdmissionPolicy:
     def capacity(self, pipeline: str, fps: float = 15.0) -> int:
         """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
         cost = self.costs[pipeline]
-        by_cpu = self.budget.cpu_ms_per_s / max(fps * cost.ms_per_frame, 1e-9)
+        per_worker = self.budget.worker_ms_per_s // max(fps * cost.ms_per_frame, 1e-9)
+        by_cpu = per_worker * max(self.budget.workers, 1)
         by_memory = (self.budget.memory_bytes - self.reserved_bytes) / max(cost.memory_bytes, 1)
         return int(min(by_cpu, by_memory, self.budget.max_sessions))

@@ -55,6 +55,7 @@ class Core:
                 int(memory),
                 config.max_sessions,
                 config.cpu_overcommit,
+                config.workers,
             ),
             DEFAULT_COSTS,
         )
@@ -164,7 +165,7 @@ class Core:
         self.metrics.sessions.labels(session.pipeline).inc()
 
     async def open(self, session: Session) -> float:
-        return await self.pool.open(session)
+        return await self.pool.open(session, self.admission.worker_of(session.id))
 
     def remove(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
@@ -187,7 +188,7 @@ class Core:
         session.configure(hello)
         session.switches += 1
         self.metrics.sessions.labels(session.pipeline).inc()
-        await self.pool.open(session)
+        await self.pool.open(session, decision.worker)
         return decision
 
     def frame(self, session: Session, frame_id: int, ts: float, image: bytes) -> None:
@@ -245,7 +246,7 @@ class Core:
         follows what really runs (best effort: tracking is never refused mid-session), and the
         client hears of each fallback once."""
         fps = session.hello.fps if session.hello else 15.0
-        if not self.admission.admit(session.id, pipeline, fps).admitted:
+        if not self.admission.admit(session.id, pipeline, fps, keep_worker=True).admitted:
             log.warning("session %s runs %s beyond the admission budget", session.id[:8], pipeline)
         if switched == "fallback":
             cheap = session.pipeline

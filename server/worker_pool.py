@@ -171,9 +171,15 @@ class WorkerPool:
         alive = [w for w in self.workers if w.alive] or self.workers
         return min(alive, key=lambda w: (w.load, len(w.sessions), w.index))
 
-    async def open(self, session: Any) -> float:
-        """Create the session's landmarker on the least-loaded worker; returns its create ms."""
-        worker = self._pick(session) if session.worker is None else self.workers[session.worker]
+    async def open(self, session: Any, placement: int | None = None) -> float:
+        """Create the session's landmarker on worker `placement` (admission's choice), else on
+        the least-loaded one; returns its creation time in ms."""
+        if session.worker is not None:
+            worker = self.workers[session.worker]
+        elif placement is not None and 0 <= placement < len(self.workers):
+            worker = self.workers[placement]
+        else:
+            worker = self._pick(session)
         if session.worker is None:
             session.worker = worker.index
             worker.sessions.add(session.id)

@@ -144,15 +144,24 @@ def test_scheduler_is_round_robin_and_idempotent() -> None:
 
 def test_admission_prices_pipelines_by_cost() -> None:
     costs = {"holistic": PipelineCost(40.0, 140 << 20), "face": PipelineCost(5.0, 30 << 20)}
-    policy = AdmissionPolicy(Budget(cores=2, memory_bytes=4 << 30, max_sessions=100), costs)
-    assert policy.capacity("holistic", 15) == 3  # 2000 ms/s / (15 × 40 ms)
+    budget = Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=2)
+    policy = AdmissionPolicy(budget, costs)
+    # 1000 ms/s per worker: one 600 ms/s holistic session each, though the box has 2000 ms/s:
+    # a third would share a worker with another and neither would get its rate.
+    assert policy.capacity("holistic", 15) == 2
     assert policy.capacity("face", 15) == 26
-    for i in range(3):
-        assert policy.admit(i, "holistic", 15).admitted
+    placed = [policy.admit(i, "holistic", 15) for i in range(2)]
+    assert all(d.admitted for d in placed) and {d.worker for d in placed} == {0, 1}
     refused = policy.admit(99, "holistic", 15)
     assert not refused.admitted and "CPU" in refused.reason
+    assert policy.admit(98, "face", 15).admitted  # 600 + 75 fits a worker
+    freed = placed[0].worker
     policy.release(0)
-    assert policy.admit(99, "holistic", 15).admitted
+    assert policy.admit(99, "holistic", 15).worker == freed  # the only bin with room
+    # A changed reservation stays on its worker when it fits there.
+    before = policy.worker_of(1)
+    assert policy.admit(1, "holistic", 10).worker == before
+    assert not policy.admit(1, "holistic", 30, keep_worker=True).admitted
 
 
 def test_admission_memory_and_count_caps() -> None:
