@@ -56,8 +56,10 @@ async def open_socket(
     """Upgrade with the server's keep-alive pings, and a small kernel send buffer: a slow reader
     then hits our latest-wins buffers within a few results, instead of letting megabytes of stale
     results queue in the kernel."""
+    # No permessage-deflate: frames are JPEG (incompressible) and every browser offers it, so a
+    # client would spend ~2 ms deflating each frame for nothing, and we each result.
     ws = web.WebSocketResponse(
-        max_msg_size=max_msg_size, heartbeat=cfg.ping_interval_s, autoping=True
+        max_msg_size=max_msg_size, heartbeat=cfg.ping_interval_s, autoping=True, compress=False
     )
     await ws.prepare(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
