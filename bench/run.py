@@ -278,7 +278,8 @@ def _on_sigterm(signum: int, frame: Any) -> NoReturn:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="shorten every phase (development)")
-    p.add_argument("--workers", type=int, default=2, help="inference workers = ceiling loops")
+    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) + 1,
+                   help="inference workers = ceiling loops (default: the server's, cores + 1)")
     p.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--wait-load", type=float, default=0.0,

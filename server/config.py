@@ -16,7 +16,10 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 class Config:
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # One more worker than cores: sessions are pinned to a worker, and with one per core a
+    # whole session would not fit beside another in a worker's share (measured on 2 cores:
+    # 3 holistic sessions at 15 fps instead of 2, 0.93x of saturation instead of 0.69x).
+    workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) + 1)
     model: Path | None = None  # explicit holistic bundle; others come from the cache
     cache_dir: Path | None = None
     # Admission control: a session is admitted only while all three budgets hold.
@@ -66,7 +69,7 @@ class Config:
 
 
 _HELP: dict[str, str] = {
-    "workers": "inference worker processes (default: one per core)",
+    "workers": "inference worker processes (default: cores + 1)",
     "max_sessions": "hard cap on live streaming sessions",
     "memory_budget_mb": "memory the landmarkers may use (0 = 70%% of available)",
     "cpu_overcommit": "admit sessions up to this multiple of measured worker capacity",
