@@ -506,8 +506,8 @@ async def test_size_limits_match_the_server(pool: Pool) -> None:
     assert status == 413 and headers.get("Server", "").startswith("nginx")
     # WebSocket messages are not bodies: the instance closes an oversized frame with 1009.
     conn = await connect(pool.nginx.ws_url, hello={})
+    conn.announce_binary(len(big))  # only the length: no race with a client still writing
     with pytest.raises(websockets.ConnectionClosed) as closed:
-        await conn.send_frame(1, big)
         await conn.recv(timeout=20)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 

@@ -51,6 +51,12 @@ class Conn:
     async def result(self, timeout: float = 30.0) -> dict[str, Any]:
         return await self.recv_until(lambda m: is_type(m, "result"), timeout)
 
+    def announce_binary(self, size: int, head: bytes = b"\xff\xd8\xff") -> None:
+        """Write the start of a binary message that claims `size` bytes, and no more: how a
+        server treats an oversized message, without the client racing to write all of it."""
+        header = bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + bytes(4)  # mask = 0
+        self.ws.transport.write(header + head)
+
     async def close(self) -> None:
         await self.ws.close()
 
