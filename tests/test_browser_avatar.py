@@ -36,7 +36,7 @@ import pytest
 
 from holistream import client
 from holistream.protocol import Result
-from tests.y4m import avi_to_y4m
+from tests.browser import CHROMIUM, camera_y4m, chromium, page_of
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
@@ -49,11 +49,9 @@ expect = playwright_sync.expect
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMERA_CLIP = ROOT / "tests" / "fixtures" / "messi_pan_640x480.avi"
 MAKE_MANNEQUIN = ROOT / "tools" / "make_mannequin.py"
 MANNEQUIN = ROOT / "web" / "assets" / "mannequin.vrm"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 STREAM_S = 30.0  # page load → three.js → camera → hello → results, on a busy 2-core machine
 
 if not CHROMIUM.exists():
@@ -139,45 +137,19 @@ def angle_deg(a: Any, b: Any) -> float:
 
 @pytest.fixture(scope="module")
 def camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return avi_to_y4m(CAMERA_CLIP, tmp_path_factory.mktemp("camera") / "messi.y4m")
+    return camera_y4m(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def browser(camera_clip: Path) -> Iterator[Browser]:
-    with playwright_sync.sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera_clip}",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-            ],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium(camera_clip) as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(STREAM_S * 1000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+    with page_of(browser, STREAM_S) as opened:
+        yield opened
 
 
 def avatar(page: Page, expression: str = "") -> Any:
