@@ -6,10 +6,11 @@ pipelines differ by up to 7× in cost, so a box admits many more face-only sessi
 ones. Costs are CPU time, not wall time: MediaPipe spreads a frame over ~1.35 cores, and CPU time
 stays true when other processes share the machine.
 
-A session's landmarker lives in one worker for its whole life, so the CPU budget is split into one
-bin per worker and a session is admitted only into a bin where it fits: a box whose total has room
-but whose workers each have too little would otherwise admit sessions that cannot get their rate.
-The bin chosen is the worker the session is placed on.
+A session's landmarker lives in one worker for its whole life, so besides the box's total, each
+worker has a bin (its share of the total, with 10 % headroom: MediaPipe's threads let a busy
+worker use what an idle neighbour leaves) and a session is admitted only into a bin where it fits:
+a box whose total has room but whose workers each have too little would otherwise admit sessions
+that cannot get their rate. The bin chosen is the worker the session is placed on.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Budget:
 
     @property
     def worker_ms_per_s(self) -> float:
-        return self.cpu_ms_per_s / max(self.workers, 1)
+        return 1.1 * self.cpu_ms_per_s / max(self.workers, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class AdmissionPolicy:
                 candidates.insert(0, previous.worker)
         demand = self.cpu_ms_per_s(pipeline, fps)
         fits = [w for w in candidates if loads[w] + demand <= self.budget.worker_ms_per_s]
-        if not fits:
+        if not fits or sum(loads) + demand > self.budget.cpu_ms_per_s:
             return Decision(False, f"no CPU left for a {pipeline} session at {fps:g} fps")
         memory = sum(self.costs[r.pipeline].memory_bytes for r in held.values())
         if (
@@ -147,7 +148,8 @@ class AdmissionPolicy:
     def capacity(self, pipeline: str, fps: float = 15.0) -> int:
         """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
         cost = self.costs[pipeline]
-        per_worker = self.budget.worker_ms_per_s // max(fps * cost.ms_per_frame, 1e-9)
-        by_cpu = per_worker * max(self.budget.workers, 1)
+        demand = max(fps * cost.ms_per_frame, 1e-9)
+        per_worker = self.budget.worker_ms_per_s // demand
+        by_cpu = min(per_worker * max(self.budget.workers, 1), self.budget.cpu_ms_per_s // demand)
         by_memory = (self.budget.memory_bytes - self.reserved_bytes) / max(cost.memory_bytes, 1)
         return int(min(by_cpu, by_memory, self.budget.max_sessions))

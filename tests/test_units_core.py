@@ -146,9 +146,13 @@ def test_admission_prices_pipelines_by_cost() -> None:
     costs = {"holistic": PipelineCost(40.0, 140 << 20), "face": PipelineCost(5.0, 30 << 20)}
     budget = Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=2)
     policy = AdmissionPolicy(budget, costs)
-    # 1000 ms/s per worker: one 600 ms/s holistic session each, though the box has 2000 ms/s:
+    # 1100 ms/s per worker: one 600 ms/s holistic session each, though the box has 2000 ms/s:
     # a third would share a worker with another and neither would get its rate.
     assert policy.capacity("holistic", 15) == 2
+    three = AdmissionPolicy(Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=3),
+                            costs)
+    assert three.capacity("holistic", 15) == 3  # one per worker, 1800 of 2000 ms/s in all
+    assert three.capacity("holistic", 16) == 3 and three.capacity("holistic", 17) == 2
     assert policy.capacity("face", 15) == 26
     placed = [policy.admit(i, "holistic", 15) for i in range(2)]
     assert all(d.admitted for d in placed) and {d.worker for d in placed} == {0, 1}
