@@ -2,8 +2,8 @@
 
 Every measurement runs in spawned child processes (as the server's workers are), on the exact
 pixels the load generator sends: the fixture video JPEG-encoded by `loadgen.frames.load_frames`
-and decoded by `server.imaging.decode_rgb`. CPU time is `time.process_time()` of the child, i.e.
-every thread MediaPipe runs; wall time is `time.perf_counter()`.
+and decoded by `server.workers.imaging.decode_rgb`. CPU time is `time.process_time()` of the
+child, i.e. every thread MediaPipe runs; wall time is `time.perf_counter()`.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ class LoopResult:
 
 def _quiet() -> None:
     """Drop MediaPipe's native INFO/WARNING chatter on fd 2, as the server's workers do."""
-    from server.worker_process import _filter_native_logs
+    from server.workers.process import _filter_native_logs
 
     _filter_native_logs()
 
 
 def _decode_all(frames: list[bytes]) -> list[Any]:
-    from server import imaging
+    from server.workers import imaging
 
     return [imaging.decode_rgb(f, max_pixels=MAX_PIXELS, max_side=MAX_SIDE) for f in frames]
 
@@ -58,7 +58,7 @@ def _ceiling_child(
 ) -> None:
     """Decode, warm up, wait for the others, then detect in a loop for `duration_s`."""
     _quiet()
-    from server import pipelines
+    from server.workers import pipelines
 
     c0 = time.process_time()
     rgbs = _decode_all(frames)
@@ -206,7 +206,7 @@ class ModeCost:
 
 def _tracking_child(model: str, frames: list[bytes], n: int, n_fresh: int, out: Any) -> None:
     _quiet()
-    from server import pipelines
+    from server.workers import pipelines
 
     rgbs = _decode_all(frames)
     path = Path(model)

@@ -22,9 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server import imaging, pipelines  # noqa: E402
 from server.model import resolve_model  # noqa: E402
-from server.predict_worker import ImagePredictor  # noqa: E402
+from server.predict.worker import ImagePredictor  # noqa: E402
+from server.workers import imaging, pipelines  # noqa: E402
 
 Parts = dict[str, Any]
 BLANK = np.zeros((64, 64, 3), np.uint8)

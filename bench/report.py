@@ -338,7 +338,7 @@ def _sections(r: dict[str, Any], ph: dict[str, Any]) -> list[str]:
         out += [
             "## 1. Ceiling: bare landmarker loops", "",
             f"{c['processes']} spawned processes (as many as the server's workers), each with one "
-            "VIDEO-mode `HolisticLandmarker` (`server.pipelines.create`), loop over the "
+            "VIDEO-mode `HolisticLandmarker` (`server.workers.pipelines.create`), loop over the "
             "pre-decoded RGB frames for "
             f"{c['duration_s']:g} s, all at once, timestamps from the real clock as the server "
             "derives them. No server, no network, no JPEG decode inside the loop.", "",
@@ -347,7 +347,7 @@ def _sections(r: dict[str, Any], ph: dict[str, Any]) -> list[str]:
             f"- CPU ms per frame (process CPU time of every thread / frames): "
             f"**{c['cpu_ms_per_frame']:.1f}**; the loops used {c['cpu_cores']:.2f} cores",
             f"- wall time of one `detect()`: p50 {c['detect_ms_p50']:.1f} ms",
-            f"- JPEG decode (`server.imaging.decode_rgb`, measured apart): "
+            f"- JPEG decode (`server.workers.imaging.decode_rgb`, measured apart): "
             f"{c['decode_cpu_ms']:.1f} CPU ms per frame — the server does it per frame, the "
             "ceiling does not",
             f"- limited by: CPU ({c['cpu_cores']:.2f} of {r['machine']['nproc']} cores; host "

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from server.landmarks import GROUPS, PART_NAMES, PART_POINTS, PART_STRIDES, Array
+from holistream.landmarks import GROUPS, PART_NAMES, PART_POINTS, PART_STRIDES, Array
 
 PROTOCOL_VERSION: Final = 1
 

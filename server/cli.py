@@ -13,8 +13,8 @@ from server import __version__, config
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
+    from server.http.app import serve
     from server.model import BUNDLES, ModelError, resolve_model
-    from server.web_app import serve
 
     cfg = config.from_args(args)
     logging.basicConfig(

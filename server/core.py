@@ -18,16 +18,16 @@ import psutil
 
 from holistream import protocol
 from server import __version__
-from server.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
 from server.config import Config
-from server.frame_slot import Pending
+from server.http.rate_limit import AddressLimits
 from server.metrics import Metrics
-from server.rate_limit import AddressLimits
-from server.session import FramePayload, Session
-from server.streams import Stream, StreamHub, Subscriber
-from server.streams_redis import RedisRelay
-from server.worker_pool import Callbacks, WorkerPool
-from server.worker_process import WorkerSettings
+from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
+from server.sessions.frame_slot import Pending
+from server.sessions.session import FramePayload, Session
+from server.streams.hub import Stream, StreamHub, Subscriber
+from server.streams.relay import RedisRelay
+from server.workers.pool import Callbacks, WorkerPool
+from server.workers.process import WorkerSettings
 
 log = logging.getLogger("holistream")
 
@@ -242,7 +242,7 @@ class Core:
         self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)
 
     def _on_pipeline_switch(self, session: Session, pipeline: str, switched: str) -> None:
-        """The worker's fallback policy (server.fallback) switched pipelines: the reservation
+        """The worker's fallback policy (workers/fallback.py) switched pipelines: the reservation
         follows what really runs (best effort: tracking is never refused mid-session), and the
         client hears of each fallback once."""
         fps = session.hello.fps if session.hello else 15.0

@@ -74,8 +74,8 @@ def direct_image_run(pipeline: str, data: bytes) -> dict[str, np.ndarray | None]
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from server.imaging import decode_rgb
     from server.model import resolve_model
+    from server.workers.imaging import decode_rgb
 
     model = resolve_model(pipeline, allow_download=False, allow_build=False, log=lambda _: None)
     rgb = decode_rgb(data, max_pixels=1 << 24, max_side=8192)
@@ -305,8 +305,8 @@ async def test_an_image_past_the_deadline_gets_504_at_the_deadline(server_factor
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from server.imaging import decode_rgb
     from server.model import resolve_model
+    from server.workers.imaging import decode_rgb
 
     srv = server_factory(*FAST, "--predict-timeout-s", "0.3", "--cache-entries", "0",
                          "--max-image-pixels", str(8192 * 4096), name="predict-deadline")

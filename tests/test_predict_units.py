@@ -16,9 +16,8 @@ import orjson
 import pytest
 
 from holistream import protocol
-from server.imaging import ImageError
-from server.predict_cache import MemoryCache, NoCache, RedisCache, _safe_url, make_cache
-from server.predict_policy import (
+from server.predict.cache import MemoryCache, NoCache, RedisCache, _safe_url, make_cache
+from server.predict.policy import (
     RequestError,
     StartEstimator,
     body_kind,
@@ -29,7 +28,8 @@ from server.predict_policy import (
     probe,
     response_body,
 )
-from server.predict_worker import CleanStock, ImagePredictor
+from server.predict.worker import CleanStock, ImagePredictor
+from server.workers.imaging import ImageError
 from tests.conftest import media
 
 LIMITS = {"max_pixels": 4096 * 4096, "max_side": 8192}

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import websockets
 
-from server.fallback import FallbackPolicy, FallbackSettings, found_parts, targets
+from server.workers.fallback import FallbackPolicy, FallbackSettings, found_parts, targets
 from tests.conftest import ServerProcess
 from tests.test_stream_landmarks import ROUNDING, video_jpegs
 from tests.wsclient import Conn, connect, is_type, parts_of
@@ -130,8 +130,8 @@ def direct_run(pipeline: str, frames: list[bytes], fps: float = 30.0) -> list[di
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from server.imaging import decode_rgb
     from server.model import resolve_model
+    from server.workers.imaging import decode_rgb
 
     base = BaseOptions(model_asset_path=str(resolve_model(pipeline, allow_download=False)))
     mode = vision.RunningMode.VIDEO
@@ -234,9 +234,9 @@ async def test_cheap_profiles_fall_back_instead_of_going_blind(server: ServerPro
 
 
 def _direct_hands(frames: list[bytes]) -> list[dict[str, Any]]:
-    from server import pipelines
-    from server.imaging import decode_rgb
     from server.model import resolve_model
+    from server.workers import pipelines
+    from server.workers.imaging import decode_rgb
 
     detector = pipelines.create("hands", resolve_model("hands", allow_download=False), ())
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.landmarks import Landmarks
+from holistream.landmarks import Landmarks
 from server.rig import quat
 from server.rig.face import RIGID_INDICES, solve_face
 from server.rig.skeleton import EXPRESSIONS

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.landmarks import Landmarks
+from holistream.landmarks import Landmarks
 from server.rig import quat
 from server.rig.skeleton import (
     BONES,

@@ -52,8 +52,8 @@ def direct_video_run(frames: list[bytes], fps: float = 30.0) -> list[dict[str, n
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from server.imaging import decode_rgb
     from server.model import resolve_model
+    from server.workers.imaging import decode_rgb
 
     model = resolve_model("holistic", allow_download=False, allow_build=False)
     options = vision.HolisticLandmarkerOptions(

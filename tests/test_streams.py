@@ -172,7 +172,7 @@ async def test_stalled_subscriber_slows_nobody_and_is_closed(server_factory) -> 
 
 def test_subscriber_buffer_loses_oldest_results_and_keeps_events() -> None:
     """What a slow subscriber sees when it reads again: the newest results, a gap in seq."""
-    from server.streams import Subscriber
+    from server.streams.hub import Subscriber
 
     sub = Subscriber("s", capacity=4)
     sub.offer_event("started")

@@ -236,9 +236,9 @@ async def test_simultaneous_producers_on_two_instances_one_wins(redis: RedisServ
     real Redis: exactly one keeps the name, the other's producer is told `stream_taken`, and
     that instance's subscribers then follow the winner through Redis (JSON re-encoded, rig
     included)."""
-    from server.session import Session
-    from server.streams import StreamHub, Subscriber
-    from server.streams_redis import RedisRelay
+    from server.sessions.session import Session
+    from server.streams.hub import StreamHub, Subscriber
+    from server.streams.relay import RedisRelay
 
     hubs, relays, sessions, subs = [], [], [], []
     for _ in range(2):

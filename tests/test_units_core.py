@@ -12,13 +12,13 @@ from PIL import Image
 
 from holistream import protocol
 from holistream.protocol import ProtocolError
-from server.admission import AdmissionPolicy, Budget, PipelineCost
-from server.frame_slot import FrameSlot, Pending
-from server.imaging import ImageError, decode_rgb
-from server.outbox import Outbox
-from server.scheduler import FairScheduler
-from server.session import FramePayload, Session
-from server.web_security import client_address, origin_allowed, token_ok
+from server.http.security import client_address, origin_allowed, token_ok
+from server.sessions.admission import AdmissionPolicy, Budget, PipelineCost
+from server.sessions.frame_slot import FrameSlot, Pending
+from server.sessions.outbox import Outbox
+from server.sessions.session import FramePayload, Session
+from server.workers.imaging import ImageError, decode_rgb
+from server.workers.scheduler import FairScheduler
 
 # ------------------------------------------------------------------------------------- codec
 
@@ -265,7 +265,7 @@ def test_imaging_refusals() -> None:
 
 
 def test_address_limits_bucket_cap_and_exemption() -> None:
-    from server.rate_limit import AddressLimits
+    from server.http.rate_limit import AddressLimits
 
     limits = AddressLimits(rate=1.0, burst=2, max_sessions=1, exempt=["127.0.0.0/8"])
     assert limits.check("10.0.0.5", 0.0) is None

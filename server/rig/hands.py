@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.landmarks import Landmarks
+from holistream.landmarks import Landmarks
 from server.rig.quat import clean, cross
 
 F64 = npt.NDArray[np.float64]

@@ -38,7 +38,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from server.landmarks import Landmarks
+from holistream.landmarks import Landmarks
 from server.rig import face as face_mod
 from server.rig import hands, quat
 from server.rig.quat import clean, cross, frames, swing_apply, unit

@@ -21,8 +21,9 @@ from aiohttp import BodyPartReader, web
 
 from holistream import protocol
 from server.core import Core
-from server.predict_cache import PredictCache, make_cache
-from server.predict_policy import (
+from server.http.common import CORE, access_error, http_error
+from server.predict.cache import PredictCache, make_cache
+from server.predict.policy import (
     Options,
     RequestError,
     StartEstimator,
@@ -35,7 +36,6 @@ from server.predict_policy import (
     probe,
     response_body,
 )
-from server.web_common import CORE, access_error, http_error
 
 log = logging.getLogger("holistream.predict")
 

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from holistream import protocol
 from server.rig import Rig
-from server.streams import StreamHub, Subscriber, stream_ended, stream_started
+from server.streams.hub import StreamHub, Subscriber, stream_ended, stream_started
 
 log = logging.getLogger("holistream.redis")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from holistream.landmarks import Array, Landmarks
 from holistream.protocol import RigArrays, RigOptions
-from server.landmarks import Array, Landmarks
 from server.rig import RigSmoother, RigSolver
 
 

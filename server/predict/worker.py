@@ -12,7 +12,7 @@ that found no pose touched no filter and goes back to the stock. (Warming a new 
 image would also leave it clean and take its lazy set-up off the request's path, but it costs
 more CPU than it saves: measured in docs/predict.md, so it is not done.)
 
-The contract with server.worker_process: `ImagePredictor(models, decode).predict(pipeline,
+The contract with server.workers.process: `ImagePredictor(models, decode).predict(pipeline,
 wanted, data)` returns `(width, height, parts, decode_ms, inference_ms)` or raises ImageError.
 `inference_ms` includes any wait for a clean holistic landmarker.
 """
@@ -26,7 +26,7 @@ from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
-from server.imaging import ImageError
+from server.workers.imaging import ImageError
 
 # Clean holistic landmarkers kept ready per worker (each holds about 130 MB).
 SPARES = 1
@@ -143,7 +143,7 @@ class ImagePredictor:
         Finalize(self, self.close, exitpriority=10)
 
     def _create(self, pipeline: str) -> Any:
-        from server import pipelines  # heavy: only in the worker
+        from server.workers import pipelines  # heavy: only in the worker
 
         return pipelines.create(pipeline, self.models[pipeline], (), video=False)
 

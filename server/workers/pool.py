@@ -1,7 +1,7 @@
 """The server's side of the inference workers: spawn, dispatch, collect, replace the dead.
 
 Each worker has exactly one frame in inference at a time and a round-robin turn order over the
-sessions pinned to it (server.scheduler), so a frame never waits in a queue it could be dropped
+sessions pinned to it (workers/scheduler.py), so a frame never waits in a queue it could be dropped
 from: it waits in its session's slot, where a newer frame can still replace it.
 """
 
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from server import ipc
-from server.frame_slot import Pending
-from server.scheduler import FairScheduler
-from server.worker_process import WorkerSettings, worker_main
+from server.sessions.frame_slot import Pending
+from server.workers import ipc
+from server.workers.process import WorkerSettings, worker_main
+from server.workers.scheduler import FairScheduler
 
 log = logging.getLogger("holistream.workers")
 
@@ -36,7 +36,7 @@ DEPTH = 2
 
 
 class PoolSession(Protocol):
-    """What the pool needs of a session (server.session.Session provides it)."""
+    """What the pool needs of a session (server.sessions.session.Session provides it)."""
 
     id: str
     pipeline: str

@@ -2,7 +2,7 @@
 
 Imported only inside worker processes (and by tests that run MediaPipe directly): the server's
 event loop process never loads MediaPipe. Whatever pipeline runs, the output has the holistic
-schema of server.landmarks, so clients cannot tell them apart except by `pipeline`.
+schema of holistream.landmarks, so clients cannot tell them apart except by `pipeline`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 from mediapipe.tasks.python import BaseOptions
 from mediapipe.tasks.python import vision as mpv
 
+from holistream.landmarks import Array
 from holistream.protocol import round_landmarks
-from server.landmarks import Array
 
 Parts = dict[str, Array | None]
 

@@ -12,8 +12,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from holistream import protocol
 from holistream.protocol import ProtocolError
 from server.core import Core
-from server.streams import Subscriber
-from server.web_common import (
+from server.http.common import (
     CORE,
     SOCKETS,
     access_error,
@@ -21,7 +20,8 @@ from server.web_common import (
     http_error,
     validate_stream_name,
 )
-from server.web_ws import close_with_error, open_socket
+from server.http.ws import close_with_error, open_socket
+from server.streams.hub import Subscriber
 
 log = logging.getLogger("holistream.subscribe")
 

@@ -14,10 +14,10 @@ from aiohttp import WSCloseCode, web
 from holistream import protocol
 from server.config import Config
 from server.core import Core
-from server.web_common import CORE, SOCKETS
-from server.web_predict import predict
-from server.web_subscribe import list_streams, subscriber
-from server.web_ws import producer
+from server.http.common import CORE, SOCKETS
+from server.http.predict import predict
+from server.http.subscribe import list_streams, subscriber
+from server.http.ws import producer
 
 log = logging.getLogger("holistream")
 # Worker `info` replies are filed by kind, so only one such request may be out at a time.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from server import web_security
+from server.http import security as web_security
 
 if TYPE_CHECKING:
     from server.core import Core

@@ -1,6 +1,6 @@
 """Result caches of the single-image API: in-process LRU, or Redis shared by instances.
 
-Both store the landmark body (server.predict_policy.landmark_body) under a key that hashes the
+Both store the landmark body (server.predict.policy.landmark_body) under a key that hashes the
 image bytes, the options and the model. A cache is an optimisation, never a dependency: Redis
 errors turn into misses, are logged once per outage, and Redis is left alone for a while before
 it is tried again, so a dead Redis costs a request at most one short timeout.

@@ -18,8 +18,7 @@ from holistream import protocol
 from holistream.protocol import ProtocolError
 from server.config import Config
 from server.core import Core
-from server.session import Outgoing, Session
-from server.web_common import (
+from server.http.common import (
     CORE,
     SOCKETS,
     access_error,
@@ -27,6 +26,7 @@ from server.web_common import (
     http_error,
     validate_stream_name,
 )
+from server.sessions.session import Outgoing, Session
 
 log = logging.getLogger("holistream.ws")
 

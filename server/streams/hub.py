@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from holistream import protocol
-from server.session import Outgoing, Session
-from server.stats import RollingRate
+from server.sessions.session import Outgoing, Session
+from server.sessions.stats import RollingRate
 
 
 @dataclass(eq=False)
@@ -102,7 +102,7 @@ def stream_ended(name: str, reason: str) -> str:
 
 
 class Relay(Protocol):
-    """Carries streams to other instances (server.streams_redis). The hooks are synchronous and
+    """Carries streams to other instances (server.streams.relay). The hooks are synchronous and
     must never block or raise: they run in the producer's result path."""
 
     def started(self, name: str, event_text: str) -> None: ...

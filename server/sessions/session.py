@@ -15,9 +15,9 @@ from typing import Any
 
 from holistream import protocol
 from holistream.protocol import Hello, Result, Timing
-from server.frame_slot import FrameSlot, Pending
-from server.outbox import Outbox
-from server.stats import RollingMedian, RollingRate
+from server.sessions.frame_slot import FrameSlot, Pending
+from server.sessions.outbox import Outbox
+from server.sessions.stats import RollingMedian, RollingRate
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Pure decisions of the single-image API (docs/predict.md): no sockets, no workers, no clock.
 
 What a request asks for, which status each bad input gets, whether a job can still start in
-time, the cache key, and the response body. server.web_predict does the I/O around them.
+time, the cache key, and the response body. server.http.predict does the I/O around them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import orjson
 from PIL import Image
 
 from holistream import protocol
-from server.imaging import ImageError, sniff
-from server.landmarks import Array
+from holistream.landmarks import Array
+from server.workers.imaging import ImageError, sniff
 
 # Raw bodies may say what they are; anything else is refused before it is read.
 RAW_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/webp", "application/octet-stream"})

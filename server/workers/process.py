@@ -1,6 +1,6 @@
 """The inference worker: a child process that owns its sessions' landmarkers.
 
-It serves one message at a time from the server over a socketpair (server.ipc). One VIDEO-mode
+It serves one message at a time from the server over a socketpair (workers/ipc.py). One VIDEO-mode
 landmarker per session, created on `open` and closed on `close`; the image is decoded here, as
 RGB, so the server's event loop never touches pixels. EOF on the socket means the server is gone:
 the worker then exits, so it can never outlive its server.
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import ipc
-from server.fallback import HOLISTIC, FallbackPolicy, found_parts, targets
+from server.workers import ipc
+from server.workers.fallback import HOLISTIC, FallbackPolicy, found_parts, targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,10 @@ class _Tracker:
 
     pipeline: str
     wanted: tuple[str, ...]
-    rig: Any  # server.rig_session.RigSession, or None
+    rig: Any  # server.rig.session.RigSession, or None
     create: Callable[[str], Any]  # pipeline -> a fresh VIDEO landmarker for this session
     detectors: dict[str, Any] = field(default_factory=dict)
-    policy: FallbackPolicy | None = None  # server.fallback; None for holistic sessions
+    policy: FallbackPolicy | None = None  # server.workers.fallback; None for holistic sessions
 
     def detect(self, rgb: Any, mp_ts: int) -> tuple[dict[str, Any], str, str | None]:
         """Run what the policy plans; returns (parts, pipeline that produced them, switch)."""
@@ -70,7 +70,7 @@ def _rss_bytes() -> int:
 
 class Worker:
     def __init__(self, sock: socket.socket, index: int, settings: WorkerSettings) -> None:
-        from server import imaging, pipelines  # heavy: only in the child
+        from server.workers import imaging, pipelines  # heavy: only in the child
 
         self._imaging = imaging
         self._pipelines = pipelines
@@ -137,9 +137,9 @@ class Worker:
         )
 
     def predict(self, key: str, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
-        """One independent image (IMAGE mode); see server.predict_worker for the state cure."""
+        """One independent image (IMAGE mode); see server.predict.worker for the state cure."""
         if self._predictor is None:
-            from server.predict_worker import ImagePredictor
+            from server.predict.worker import ImagePredictor
 
             self._predictor = ImagePredictor(self.settings.models, self._decode)
         try:
@@ -187,7 +187,7 @@ class Worker:
     def _make_rig(self, options: Any) -> Any:
         if options is None:
             return None
-        from server.rig_session import RigSession
+        from server.rig.session import RigSession
 
         return RigSession(options)
 

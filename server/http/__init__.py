@@ -1,0 +1,1 @@
+"""HTTP and WebSocket edge: aiohttp handlers, origin/token checks, per-address limits."""

@@ -1,0 +1,1 @@
+"""Single-image prediction: policy (pure), cache, and the worker-side predictor."""

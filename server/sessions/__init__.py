@@ -1,0 +1,1 @@
+"""One streaming session's pure state: frame slot, outbox, stats, admission policy."""

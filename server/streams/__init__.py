@@ -1,0 +1,1 @@
+"""Named streams: the in-process hub and the Redis relay across instances."""

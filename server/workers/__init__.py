@@ -1,0 +1,1 @@
+"""Inference workers: the pool (parent side), the worker process, its IPC, decode and pipelines."""
