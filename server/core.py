@@ -26,6 +26,7 @@ from server.sessions.frame_slot import Pending
 from server.sessions.session import FramePayload, Session
 from server.streams.hub import Stream, StreamHub, Subscriber
 from server.streams.relay import RedisRelay
+from server.workers.messages import FrameResult, Predicted, PredictError
 from server.workers.pool import Callbacks, WorkerPool
 from server.workers.process import WorkerSettings
 
@@ -59,7 +60,7 @@ class Core:
             ),
             DEFAULT_COSTS,
         )
-        self.pool = WorkerPool(
+        self.pool: WorkerPool[Session] = WorkerPool(
             config.workers,
             WorkerSettings(models, config.max_image_pixels, config.max_image_side),
             Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
@@ -108,12 +109,12 @@ class Core:
             for name, file in CALIBRATION_IMAGES.items()
             if name in self.models and (FIXTURES / file).exists()
         }
-        replies = await self.pool.call_all(("calibrate", images, 8))
+        replies = await self.pool.calibrate(images, 8)
         for name in images:
-            samples = [r[1][name] for r in replies if name in r[1]]
+            samples = [r.costs[name] for r in replies if name in r.costs]
             if samples:
-                ms = sum(s[0] for s in samples) / len(samples)
-                memory = sorted(s[1] for s in samples)[len(samples) // 2]
+                ms = sum(s.ms_per_frame for s in samples) / len(samples)
+                memory = sorted(s.memory_bytes for s in samples)[len(samples) // 2]
                 # A landmarker grows after its first frames: a start-up reading undershoots
                 # what a session costs over time, so the measured session figure is a floor.
                 floor = DEFAULT_COSTS[name].memory_bytes
@@ -196,6 +197,31 @@ class Core:
         self.metrics.frames_received.inc()
         self.pool.frame_ready(session)
 
+    # -- single images ---------------------------------------------------------------------
+    async def predict(
+        self, pipeline: str, wanted: tuple[str, ...], data: bytes
+    ) -> Predicted | PredictError:
+        """One independent image on the least busy worker (WorkerPool.predict)."""
+        return await self.pool.predict(pipeline, wanted, data)
+
+    @property
+    def predict_backlog(self) -> int:
+        """Single-image jobs accepted and not yet started."""
+        return self.pool.predict_backlog
+
+    # -- workers ---------------------------------------------------------------------------
+    @property
+    def workers_alive(self) -> int:
+        return self.pool.alive
+
+    def worker_states(self) -> list[dict[str, Any]]:
+        """Each worker's index, pid and whether it runs (for /readyz)."""
+        return [{"index": w.index, "pid": w.pid, "alive": w.alive} for w in self.pool.workers]
+
+    async def landmarkers(self) -> dict[int, int]:
+        """Live landmarkers per worker pid; waits for each worker's current frame."""
+        return {info.pid: info.landmarkers for info in await self.pool.info()}
+
     # -- streams ---------------------------------------------------------------------------
     def stream_live(self, name: str) -> bool:
         """A producer here, or (with Redis) one on another instance as last heard of."""
@@ -228,17 +254,28 @@ class Core:
         session.error(code, message, frame=frame, refused=True)
 
     # -- worker callbacks ------------------------------------------------------------------
-    def _on_result(self, session: Session, pending: Pending[Any], payload: tuple[Any, ...]) -> None:
-        width, height, parts, decode_ms, inference_ms, rig = payload[:6]
-        pipeline, switched = payload[6:8] if len(payload) >= 8 else (session.pipeline, None)
-        if switched is not None:
-            self._on_pipeline_switch(session, pipeline, switched)
+    def _on_result(
+        self, session: Session, pending: Pending[FramePayload], result: FrameResult
+    ) -> None:
+        if result.switched is not None:
+            self._on_pipeline_switch(session, result.pipeline, result.switched)
+        rig = None
+        if result.rig_json is not None and result.rig_arrays is not None:
+            rig = (result.rig_json, result.rig_arrays)
         now = time.monotonic()
         out = session.deliver(
-            pending, width, height, parts, decode_ms, inference_ms, rig, now, pipeline
+            pending,
+            result.width,
+            result.height,
+            result.parts,
+            result.decode_ms,
+            result.inference_ms,
+            rig,
+            now,
+            result.pipeline,
         )
         self.metrics.frames_processed.inc()
-        self.metrics.inference.labels(pipeline).observe(inference_ms / 1000)
+        self.metrics.inference.labels(result.pipeline).observe(result.inference_ms / 1000)
         self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)
 
     def _on_pipeline_switch(self, session: Session, pipeline: str, switched: str) -> None:
@@ -258,7 +295,9 @@ class Core:
                 )
             )
 
-    def _on_frame_error(self, session: Session, pending: Pending[Any], code: str, msg: str) -> None:
+    def _on_frame_error(
+        self, session: Session, pending: Pending[FramePayload], code: str, msg: str
+    ) -> None:
         self.metrics.frame_errors.labels(code).inc()
         session.error(code, msg, frame=pending.frame_id, refused=True)
 

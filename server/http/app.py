@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -20,8 +19,6 @@ from server.http.subscribe import list_streams, subscriber
 from server.http.ws import producer
 
 log = logging.getLogger("holistream")
-# Worker `info` replies are filed by kind, so only one such request may be out at a time.
-INFO_LOCK = web.AppKey("info_lock", asyncio.Lock)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,17 +27,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    workers: list[dict[str, Any]] = [
-        {"index": w.index, "pid": w.pid, "alive": w.alive} for w in core.pool.workers
-    ]
+    workers = core.worker_states()
     if request.query.get("landmarkers") and core.ready:
         # Opt-in (it waits for each worker's current frame): live landmarkers per worker.
-        info: dict[int, dict[str, Any]] = {}
+        landmarkers: dict[int, int] = {}
         with contextlib.suppress(TimeoutError, ConnectionError):
-            async with request.app[INFO_LOCK], asyncio.timeout(5):
-                info = {r[1]["pid"]: r[1] for r in await core.pool.call_all(("info",))}
+            async with asyncio.timeout(5):
+                landmarkers = await core.landmarkers()
         for w in workers:
-            w["landmarkers"] = info.get(w["pid"], {}).get("landmarkers")
+            w["landmarkers"] = landmarkers.get(w["pid"])
     body = {
         "ready": core.ready,
         "sessions": len(core.sessions),
@@ -67,7 +62,6 @@ def build_app(core: Core) -> web.Application:
     app = web.Application(client_max_size=core.config.max_message_bytes)
     app[CORE] = core
     app[SOCKETS] = set()
-    app[INFO_LOCK] = asyncio.Lock()
     app.router.add_get("/ws", producer)
     app.router.add_get("/ws/subscribe", subscriber)
     app.router.add_get("/streams", list_streams)

@@ -36,6 +36,7 @@ from server.predict.policy import (
     probe,
     response_body,
 )
+from server.workers.messages import Predicted, PredictError
 
 log = logging.getLogger("holistream.predict")
 
@@ -134,7 +135,9 @@ async def _watch(request: web.Request, handler: asyncio.Task[Any], gone: list[bo
     handler.cancel()
 
 
-async def _run_job(request: web.Request, core: Core, options: Options, data: bytes) -> Any:
+async def _run_job(
+    request: web.Request, core: Core, options: Options, data: bytes
+) -> Predicted | PredictError:
     """The worker's reply; TimeoutError after predict_timeout_s, ClientGone if the client left.
 
     The pool call is awaited directly, so the job is queued in the same step as the admission
@@ -146,7 +149,7 @@ async def _run_job(request: web.Request, core: Core, options: Options, data: byt
     watcher = asyncio.create_task(_watch(request, handler, gone), name="predict-watch")
     try:
         async with asyncio.timeout(core.config.predict_timeout_s):
-            return await core.pool.predict(options.pipeline, options.wanted, data)
+            return await core.predict(options.pipeline, options.wanted, data)
     except asyncio.CancelledError:
         if not gone:
             raise
@@ -161,8 +164,8 @@ async def _run_job(request: web.Request, core: Core, options: Options, data: byt
 def _admission(core: Core, svc: PredictService) -> Verdict:
     cfg = core.config
     return svc.estimator.decide(
-        backlog=core.pool.predict_backlog,
-        workers=sum(1 for w in core.pool.workers if w.alive),
+        backlog=core.predict_backlog,
+        workers=core.workers_alive,
         queue_limit=cfg.predict_queue,
         timeout_s=cfg.predict_timeout_s,
         retry_cap_s=cfg.retry_after_s,
@@ -211,8 +214,8 @@ async def predict(request: web.Request) -> web.StreamResponse:
         body = response_body(cached, protocol.Timing(total_ms=total_ms), "hit")
         return web.Response(body=body, content_type="application/json")
 
-    workers = sum(1 for w in core.pool.workers if w.alive)
-    ahead = core.pool.predict_backlog
+    workers = core.workers_alive
+    ahead = core.predict_backlog
     verdict = _admission(core, svc)
     if not verdict.admitted:
         error = RequestError(503, "server_full", verdict.reason)
@@ -238,11 +241,11 @@ async def predict(request: web.Request) -> web.StreamResponse:
     job_s = time.perf_counter() - submitted
     svc.estimator.observe(job_s, ahead, max(workers, 1))
 
-    if reply[0] == "predict_error":
-        if reply[2] == "internal":
-            log.error("predict: inference failed: %s", reply[3])
-        return _refuse(core, image_error(reply[2], reply[3]))
-    width, height, parts, decode_ms, inference_ms = reply[2]
+    if isinstance(reply, PredictError):
+        if reply.code == "internal":
+            log.error("predict: inference failed: %s", reply.message)
+        return _refuse(core, image_error(reply.code, reply.message))
+    width, height, parts, decode_ms, inference_ms = reply.image
     landmarks = landmark_body(width, height, options.pipeline, parts)
     svc.remember(key, landmarks)
     total_ms = (time.perf_counter() - started) * 1000

@@ -13,7 +13,7 @@ image would also leave it clean and take its lazy set-up off the request's path,
 more CPU than it saves: measured in docs/predict.md, so it is not done.)
 
 The contract with server.workers.process: `ImagePredictor(models, decode).predict(pipeline,
-wanted, data)` returns `(width, height, parts, decode_ms, inference_ms)` or raises ImageError.
+wanted, data)` returns an ImageLandmarks (server.workers.messages) or raises ImageError.
 `inference_ms` includes any wait for a clean holistic landmarker.
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from server.workers.imaging import ImageError
+from server.workers.messages import ImageLandmarks
 
 # Clean holistic landmarkers kept ready per worker (each holds about 130 MB).
 SPARES = 1
@@ -147,7 +148,7 @@ class ImagePredictor:
 
         return pipelines.create(pipeline, self.models[pipeline], (), video=False)
 
-    def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> tuple[Any, ...]:
+    def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> ImageLandmarks:
         if pipeline not in self.models:
             raise ImageError("pipeline_unavailable", f"no {pipeline} model on this server")
         t0 = time.perf_counter()
@@ -162,7 +163,7 @@ class ImagePredictor:
         t2 = time.perf_counter()
         height, width = rgb.shape[:2]
         parts = {name: found.get(name) for name in wanted}
-        return (width, height, parts, (t1 - t0) * 1000, (t2 - t1) * 1000)
+        return ImageLandmarks(width, height, parts, (t1 - t0) * 1000, (t2 - t1) * 1000)
 
     def _detect(self, pipeline: str, rgb: Any) -> dict[str, Any]:
         if pipeline != "holistic" or self._stock is None:

@@ -1,7 +1,8 @@
-"""Length-prefixed pickle messages over a socketpair between the server and its workers.
+"""The wire between the pool and its workers: length-prefixed pickles of workers/messages.py.
 
-The worker side is blocking (one message at a time is all it needs); the server side is
-asyncio streams, so the event loop never blocks on a worker.
+Only the pool and the worker use this module. The worker side is blocking (one message at a time
+is all it needs); the server side is asyncio streams, so the event loop never blocks on a worker.
+Every message read is checked to be one of the direction's types, so nothing untyped crosses.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ import asyncio
 import pickle
 import socket
 import struct
-from typing import Any
+
+from server.workers.messages import FROM_WORKER, TO_WORKER, FromWorker, ToWorker
 
 _LEN = struct.Struct("<I")
 MAX_MESSAGE = 256 << 20
 
 
-def pack(obj: Any) -> bytes:
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+class ProtocolError(Exception):
+    """The other side sent something that is not one of its messages."""
+
+
+def pack(msg: ToWorker | FromWorker) -> bytes:
+    body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     return _LEN.pack(len(body)) + body
 
 
@@ -33,23 +39,31 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def recv_blocking(sock: socket.socket) -> Any | None:
-    """Next message, or None at EOF (the other side is gone)."""
+def recv_blocking(sock: socket.socket) -> ToWorker | None:
+    """The worker's next request, or None at EOF (the server is gone)."""
     head = _recv_exact(sock, _LEN.size)
     if head is None:
         return None
     (size,) = _LEN.unpack(head)
     body = _recv_exact(sock, size)
-    return None if body is None else pickle.loads(body)
+    if body is None:
+        return None
+    msg = pickle.loads(body)
+    if not isinstance(msg, TO_WORKER):
+        raise ProtocolError(f"not a request: {type(msg).__name__}")
+    return msg
 
 
-def send_blocking(sock: socket.socket, obj: Any) -> None:
-    sock.sendall(pack(obj))
+def send_blocking(sock: socket.socket, msg: FromWorker) -> None:
+    sock.sendall(pack(msg))
 
 
-async def recv_async(reader: asyncio.StreamReader) -> Any:
-    """Next message; raises asyncio.IncompleteReadError at EOF."""
+async def recv_async(reader: asyncio.StreamReader) -> FromWorker:
+    """A worker's next message; raises asyncio.IncompleteReadError at EOF."""
     (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
     if size > MAX_MESSAGE:
-        raise ValueError(f"IPC message of {size} bytes")
-    return pickle.loads(await reader.readexactly(size))
+        raise ProtocolError(f"IPC message of {size} bytes")
+    msg = pickle.loads(await reader.readexactly(size))
+    if not isinstance(msg, FROM_WORKER):
+        raise ProtocolError(f"not a worker message: {type(msg).__name__}")
+    return msg

@@ -2,7 +2,8 @@
 
 Each worker has exactly one frame in inference at a time and a round-robin turn order over the
 sessions pinned to it (workers/scheduler.py), so a frame never waits in a queue it could be dropped
-from: it waits in its session's slot, where a newer frame can still replace it.
+from: it waits in its session's slot, where a newer frame can still replace it. What goes to and
+comes from a worker is one of the typed messages of workers/messages.py.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from multiprocessing.process import BaseProcess
+from typing import Generic, Protocol, TypeVar
 
-from server.sessions.frame_slot import Pending
+from holistream.protocol import RigOptions
+from server.sessions.frame_slot import FrameSlot, Pending
+from server.sessions.session import FramePayload
 from server.workers import ipc
+from server.workers import messages as m
 from server.workers.process import WorkerSettings, worker_main
 from server.workers.scheduler import FairScheduler
 
@@ -38,22 +43,31 @@ DEPTH = 2
 class PoolSession(Protocol):
     """What the pool needs of a session (server.sessions.session.Session provides it)."""
 
-    id: str
-    pipeline: str
-    wanted: tuple[str, ...]
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def pipeline(self) -> str: ...
+
+    @property
+    def wanted(self) -> tuple[str, ...]: ...
+
     worker: int | None
 
     @property
-    def slot(self) -> Any: ...
+    def slot(self) -> FrameSlot[FramePayload]: ...
 
     def mp_timestamp(self, client_ts: float) -> int: ...
 
 
+S = TypeVar("S", bound=PoolSession)
+
+
 @dataclass(slots=True)
-class Callbacks:
-    result: Callable[[Any, Pending[Any], tuple[Any, ...]], None]
-    frame_error: Callable[[Any, Pending[Any], str, str], None]
-    worker_lost: Callable[[Any], None]
+class Callbacks(Generic[S]):
+    result: Callable[[S, Pending[FramePayload], m.FrameResult], None]
+    frame_error: Callable[[S, Pending[FramePayload], str, str], None]
+    worker_lost: Callable[[S], None]
 
 
 @dataclass(eq=False)
@@ -64,14 +78,14 @@ class PredictJob:
     pipeline: str
     wanted: tuple[str, ...]
     data: bytes
-    future: asyncio.Future[Any]
+    future: asyncio.Future[m.Predicted | m.PredictError]
     started: bool = False
 
 
 @dataclass(eq=False)
 class WorkerHandle:
     index: int
-    process: Any = None
+    process: BaseProcess | None = None
     pid: int = 0
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -82,21 +96,22 @@ class WorkerHandle:
     sessions: set[str] = field(default_factory=set)
     load: float = 0.0  # reserved worker ms per second of its sessions
     scheduler: FairScheduler[str] = field(default_factory=FairScheduler)
-    waiters: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
+    # Numbered requests awaiting their reply: request number -> (request, its future).
+    waiters: dict[int, tuple[m.ToWorker, asyncio.Future[m.Reply]]] = field(default_factory=dict)
     images: deque[PredictJob] = field(default_factory=deque)  # single images, in arrival order
     restarts: int = 0
 
 
-class WorkerPool:
+class WorkerPool(Generic[S]):
     def __init__(
         self,
         count: int,
         settings: WorkerSettings,
-        callbacks: Callbacks,
+        callbacks: Callbacks[S],
         *,
         max_frame_age_s: float,
-        rig_options: Callable[[Any], Any] = lambda s: None,
-        cost: Callable[[Any], float] = lambda s: 1.0,
+        rig_options: Callable[[S], RigOptions | None] = lambda s: None,
+        cost: Callable[[S], float] = lambda s: 1.0,
     ) -> None:
         self.settings = settings
         self.callbacks = callbacks
@@ -104,9 +119,10 @@ class WorkerPool:
         self.rig_options = rig_options
         self.cost = cost
         self.workers = [WorkerHandle(i) for i in range(count)]
-        self.sessions: dict[str, Any] = {}
+        self.sessions: dict[str, S] = {}
         self.jobs: dict[str, PredictJob] = {}
         self._job_ids = itertools.count()
+        self._request_ids = itertools.count()
         self.restarts = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._readers: set[asyncio.Task[None]] = set()
@@ -128,7 +144,9 @@ class WorkerPool:
         child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         hello = await ipc.recv_async(reader)
-        worker.process, worker.pid = proc, hello[2]
+        if not isinstance(hello, m.Hello):
+            raise ipc.ProtocolError(f"worker {worker.index} began with {type(hello).__name__}")
+        worker.process, worker.pid = proc, hello.pid
         worker.reader, worker.writer = reader, writer
         worker.alive = True
         worker.in_flight.clear()
@@ -156,22 +174,32 @@ class WorkerPool:
             task.cancel()
 
     # -- requests --------------------------------------------------------------------------
-    def _send(self, worker: WorkerHandle, msg: tuple[Any, ...]) -> None:
+    def _send(self, worker: WorkerHandle, msg: m.ToWorker) -> None:
         if worker.alive and worker.writer is not None:
             worker.writer.write(ipc.pack(msg))
 
-    async def request(self, worker: WorkerHandle, key: Any, msg: tuple[Any, ...]) -> Any:
-        """Send `msg` and wait for the reply that the reader files under `key`."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        worker.waiters[key] = fut
+    def _number(self) -> int:
+        return next(self._request_ids)
+
+    async def _request(
+        self, worker: WorkerHandle, msg: m.Open | m.Calibrate | m.GetInfo
+    ) -> m.Reply:
+        """Send a numbered request and wait for the reply that echoes its number."""
+        fut: asyncio.Future[m.Reply] = asyncio.get_running_loop().create_future()
+        worker.waiters[msg.request] = (msg, fut)
         self._send(worker, msg)
         return await fut
 
-    def _pick(self, session: Any) -> WorkerHandle:
+    def _open_message(self, session: S) -> m.Open:
+        return m.Open(
+            self._number(), session.id, session.pipeline, session.wanted, self.rig_options(session)
+        )
+
+    def _pick(self, session: S) -> WorkerHandle:
         alive = [w for w in self.workers if w.alive] or self.workers
         return min(alive, key=lambda w: (w.load, len(w.sessions), w.index))
 
-    async def open(self, session: Any, placement: int | None = None) -> float:
+    async def open(self, session: S, placement: int | None = None) -> float:
         """Create the session's landmarker on worker `placement` (admission's choice), else on
         the least-loaded one; returns its creation time in ms."""
         if session.worker is not None:
@@ -185,17 +213,14 @@ class WorkerPool:
             worker.sessions.add(session.id)
             worker.load += self.cost(session)
         self.sessions[session.id] = session
-        reply = await self.request(
-            worker,
-            ("open", session.id),
-            ("open", session.id, session.pipeline, session.wanted, self.rig_options(session)),
-        )
-        if reply[0] == "open_failed":
-            raise RuntimeError(reply[2])
+        reply = await self._request(worker, self._open_message(session))
+        if isinstance(reply, m.OpenFailed):
+            raise RuntimeError(reply.reason)
+        assert isinstance(reply, m.Opened)
         self.frame_ready(session)
-        return float(reply[3])
+        return reply.create_ms
 
-    def close(self, session: Any) -> None:
+    def close(self, session: S) -> None:
         self.sessions.pop(session.id, None)
         if session.worker is None:
             return
@@ -204,18 +229,36 @@ class WorkerPool:
             worker.sessions.discard(session.id)
             worker.load -= self.cost(session)
         worker.scheduler.remove(session.id)
-        self._send(worker, ("close", session.id))
+        self._send(worker, m.Close(session.id))
         session.worker = None
 
-    def set_rig(self, session: Any) -> None:
+    def set_rig(self, session: S) -> None:
         if session.worker is not None:
             worker = self.workers[session.worker]
-            self._send(worker, ("rig", session.id, self.rig_options(session)))
+            self._send(worker, m.SetRig(session.id, self.rig_options(session)))
 
-    async def call_all(self, msg: tuple[Any, ...]) -> list[Any]:
-        return await asyncio.gather(
-            *(self.request(w, msg[0], msg) for w in self.workers if w.alive)
+    async def calibrate(self, images: dict[str, bytes], frames: int) -> list[m.Calibrated]:
+        """Every live worker's measurements (workers/process.py Worker.calibrate)."""
+        replies = await asyncio.gather(
+            *(
+                self._request(w, m.Calibrate(self._number(), images, frames))
+                for w in self.workers
+                if w.alive
+            )
         )
+        return [r for r in replies if isinstance(r, m.Calibrated)]
+
+    async def info(self) -> list[m.Info]:
+        """Every live worker's process figures; waits for each worker's current work."""
+        replies = await asyncio.gather(
+            *(self._request(w, m.GetInfo(self._number())) for w in self.workers if w.alive)
+        )
+        return [r for r in replies if isinstance(r, m.Info)]
+
+    @property
+    def alive(self) -> int:
+        """Workers running now."""
+        return sum(1 for w in self.workers if w.alive)
 
     # -- single images ---------------------------------------------------------------------
     @property
@@ -223,7 +266,9 @@ class WorkerPool:
         """Single-image jobs accepted and not yet started."""
         return sum(1 for job in self.jobs.values() if not job.started)
 
-    async def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
+    async def predict(
+        self, pipeline: str, wanted: tuple[str, ...], data: bytes
+    ) -> m.Predicted | m.PredictError:
         """Run one image on the least busy worker; the worker's images take one turn together
         in its round-robin. Cancelling the call before the job starts withdraws it (a client
         that left frees its place)."""
@@ -233,7 +278,10 @@ class WorkerPool:
             key=lambda w: (len(w.images) + len(w.scheduler) + len(w.in_flight), w.load),
         )
         key = f"predict:{next(self._job_ids)}"
-        job = PredictJob(key, pipeline, wanted, data, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[m.Predicted | m.PredictError] = (
+            asyncio.get_running_loop().create_future()
+        )
+        job = PredictJob(key, pipeline, wanted, data, future)
         self.jobs[key] = job
         worker.images.append(job)
         worker.scheduler.ready(IMAGES)
@@ -248,7 +296,7 @@ class WorkerPool:
                     worker.scheduler.remove(IMAGES)
 
     # -- frames ----------------------------------------------------------------------------
-    def frame_ready(self, session: Any) -> None:
+    def frame_ready(self, session: S) -> None:
         if session.worker is None or not session.slot.has_waiting:
             return
         worker = self.workers[session.worker]
@@ -270,7 +318,7 @@ class WorkerPool:
                     worker.scheduler.ready(IMAGES)  # the next image waits for the next round
                 job.started = True
                 worker.in_flight.append(job.key)
-                self._send(worker, ("predict", job.key, job.pipeline, job.wanted, job.data))
+                self._send(worker, m.Predict(job.key, job.pipeline, job.wanted, job.data))
                 continue
             session = self.sessions.get(sid)
             if session is None:
@@ -280,7 +328,7 @@ class WorkerPool:
                 continue
             mp_ts = session.mp_timestamp(pending.payload.ts)
             worker.in_flight.append(sid)
-            self._send(worker, ("frame", sid, pending.frame_id, mp_ts, pending.payload.image))
+            self._send(worker, m.Frame(sid, pending.frame_id, mp_ts, pending.payload.image))
 
     async def _read_loop(self, worker: WorkerHandle) -> None:
         reader = worker.reader
@@ -291,42 +339,45 @@ class WorkerPool:
                 self._dispatch(worker, msg)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except ipc.ProtocolError as exc:
+            log.error("worker %d: %s; replacing it", worker.index, exc)
+            if worker.process is not None:
+                worker.process.kill()
         if not self._closing:
             await self._replace(worker)
 
-    def _dispatch(self, worker: WorkerHandle, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind in ("predicted", "predict_error"):
-            self._done(worker, msg[1])
-            job = self.jobs.get(msg[1])
-            if job is not None and not job.future.done():
-                job.future.set_result(msg)
-            self._pump(worker)
-            return
-        if kind in ("result", "frame_error"):
-            sid, frame_id = msg[1], msg[2]
-            self._done(worker, sid)
-            session = self.sessions.get(sid)
-            if session is not None:
-                if kind == "result":
-                    pending = session.slot.finish(frame_id)
-                    if pending is not None:
-                        self.callbacks.result(session, pending, msg[3:])
-                else:
-                    pending = session.slot.fail_in_flight("")
-                    if pending is not None:
-                        self.callbacks.frame_error(session, pending, msg[3], msg[4])
-                if session.slot.has_waiting:
-                    worker.scheduler.ready(sid)
-            self._pump(worker)
-            return
-        if kind in ("opened", "open_failed"):
-            key: Any = ("open", msg[1])
-        else:
-            key = {"calibrated": "calibrate"}.get(kind, kind)
-        fut = worker.waiters.pop(key, None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+    def _dispatch(self, worker: WorkerHandle, msg: m.FromWorker) -> None:
+        match msg:
+            case m.FrameResult() | m.FrameError():
+                self._frame_done(worker, msg)
+            case m.Predicted() | m.PredictError():
+                self._done(worker, msg.key)
+                job = self.jobs.get(msg.key)
+                if job is not None and not job.future.done():
+                    job.future.set_result(msg)
+                self._pump(worker)
+            case m.Opened() | m.OpenFailed() | m.Calibrated() | m.Info():
+                _, fut = worker.waiters.pop(msg.request, (None, None))
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            case m.Hello():
+                log.warning("worker %d said hello twice", worker.index)
+
+    def _frame_done(self, worker: WorkerHandle, msg: m.FrameResult | m.FrameError) -> None:
+        self._done(worker, msg.sid)
+        session = self.sessions.get(msg.sid)
+        if session is not None:
+            if isinstance(msg, m.FrameResult):
+                pending = session.slot.finish(msg.frame_id)
+                if pending is not None:
+                    self.callbacks.result(session, pending, msg)
+            else:
+                pending = session.slot.fail_in_flight("")
+                if pending is not None:
+                    self.callbacks.frame_error(session, pending, msg.code, msg.message)
+            if session.slot.has_waiting:
+                worker.scheduler.ready(msg.sid)
+        self._pump(worker)
 
     @staticmethod
     def _done(worker: WorkerHandle, key: str) -> None:
@@ -358,15 +409,13 @@ class WorkerPool:
             if session is None:
                 continue
             with contextlib.suppress(Exception):
-                await self.request(
-                    worker,
-                    ("open", sid),
-                    ("open", sid, session.pipeline, session.wanted, self.rig_options(session)),
-                )
+                await self._request(worker, self._open_message(session))
             self.callbacks.worker_lost(session)
             self.frame_ready(session)
-        for key, fut in pending_waiters.items():
-            if not fut.done() and key[0] != "open":
+        for request, fut in pending_waiters.values():
+            if fut.done():
+                continue
+            if isinstance(request, m.Open):  # reopened above, like the worker's other sessions
+                fut.set_result(m.Opened(request.request, request.sid, "", 0.0))
+            else:
                 fut.set_exception(ConnectionError("worker died"))
-            elif not fut.done():
-                fut.set_result(("opened", key[1], "", 0.0))

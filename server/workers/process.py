@@ -1,6 +1,7 @@
 """The inference worker: a child process that owns its sessions' landmarkers.
 
-It serves one message at a time from the server over a socketpair (workers/ipc.py). One VIDEO-mode
+It serves one message at a time from the server over a socketpair: the typed requests and replies
+of workers/messages.py, carried by workers/ipc.py. One VIDEO-mode
 landmarker per session, created on `open` and closed on `close`; the image is decoded here, as
 RGB, so the server's event loop never touches pixels. EOF on the socket means the server is gone:
 the worker then exits, so it can never outlive its server.
@@ -19,10 +20,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from holistream.protocol import RigOptions
 from server.workers import ipc
+from server.workers import messages as m
 from server.workers.fallback import HOLISTIC, FallbackPolicy, found_parts, targets
+
+if TYPE_CHECKING:  # heavy: imported in the worker when needed
+    from server.predict.worker import ImagePredictor
+    from server.rig.session import RigSession
+    from server.workers.imaging import RGB
+    from server.workers.pipelines import Detector, Parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +47,12 @@ class _Tracker:
 
     pipeline: str
     wanted: tuple[str, ...]
-    rig: Any  # server.rig.session.RigSession, or None
-    create: Callable[[str], Any]  # pipeline -> a fresh VIDEO landmarker for this session
-    detectors: dict[str, Any] = field(default_factory=dict)
+    rig: RigSession | None
+    create: Callable[[str], Detector]  # pipeline -> a fresh VIDEO landmarker for this session
+    detectors: dict[str, Detector] = field(default_factory=dict)
     policy: FallbackPolicy | None = None  # server.workers.fallback; None for holistic sessions
 
-    def detect(self, rgb: Any, mp_ts: int) -> tuple[dict[str, Any], str, str | None]:
+    def detect(self, rgb: RGB, mp_ts: int) -> tuple[Parts, str, str | None]:
         """Run what the policy plans; returns (parts, pipeline that produced them, switch)."""
         if self.policy is None:
             return self.detectors[self.pipeline].detect(rgb, mp_ts), self.pipeline, None
@@ -78,81 +87,93 @@ class Worker:
         self.index = index
         self.settings = settings
         self.trackers: dict[str, _Tracker] = {}
-        self._predictor: Any = None
+        self._predictor: ImagePredictor | None = None
 
     # -- message handlers ------------------------------------------------------------------
-    def open(self, sid: str, pipeline: str, wanted: tuple[str, ...], rig: Any) -> Any:
+    def open(self, msg: m.Open) -> m.Opened | m.OpenFailed:
+        sid, pipeline, wanted = msg.sid, msg.pipeline, msg.wanted
         old = self.trackers.pop(sid, None)
         if old is not None:
             old.close()
         t0 = time.perf_counter()
         models = self.settings.models
 
-        def create(name: str) -> Any:
+        def create(name: str) -> Detector:
             return self._pipelines.create(name, models[name], wanted)
 
         tracker = _Tracker(pipeline, wanted, None, create)
         try:
             tracker.detectors[pipeline] = create(pipeline)
         except Exception as exc:  # a broken model must not kill the worker's other sessions
-            return ("open_failed", sid, f"{type(exc).__name__}: {exc}")
+            return m.OpenFailed(msg.request, sid, f"{type(exc).__name__}: {exc}")
         if pipeline != HOLISTIC and HOLISTIC in models:
             tracker.policy = FallbackPolicy(pipeline, targets(wanted))
-        tracker.rig = self._make_rig(rig)
+        tracker.rig = self._make_rig(msg.rig)
         self.trackers[sid] = tracker
-        return ("opened", sid, pipeline, (time.perf_counter() - t0) * 1000)
+        return m.Opened(msg.request, sid, pipeline, (time.perf_counter() - t0) * 1000)
 
-    def set_rig(self, sid: str, options: Any) -> None:
+    def set_rig(self, msg: m.SetRig) -> None:
         """Turn the rig on or off for a live session (a subscriber asked for it)."""
-        tracker = self.trackers.get(sid)
-        if tracker is not None and (tracker.rig is None) != (options is None):
-            tracker.rig = self._make_rig(options)
+        tracker = self.trackers.get(msg.sid)
+        if tracker is not None and (tracker.rig is None) != (msg.rig is None):
+            tracker.rig = self._make_rig(msg.rig)
 
-    def close(self, sid: str) -> None:
-        tracker = self.trackers.pop(sid, None)
+    def close(self, msg: m.Close) -> None:
+        tracker = self.trackers.pop(msg.sid, None)
         if tracker is not None:
             tracker.close()
             gc.collect()
 
-    def frame(self, sid: str, frame_id: int, mp_ts: int, data: bytes) -> Any:
+    def frame(self, msg: m.Frame) -> m.FrameResult | m.FrameError:
+        sid, frame_id, mp_ts = msg.sid, msg.frame_id, msg.mp_ts
         tracker = self.trackers.get(sid)
         if tracker is None:
-            return ("frame_error", sid, frame_id, "internal", "session not open in worker")
+            return m.FrameError(sid, frame_id, "internal", "session not open in worker")
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         try:
-            rgb = self._decode(data)
+            rgb = self._decode(msg.image)
         except self._imaging.ImageError as exc:
-            return ("frame_error", sid, frame_id, exc.code, exc.message)
+            return m.FrameError(sid, frame_id, exc.code, exc.message)
         t1 = time.perf_counter()
         found, pipeline, switched = tracker.detect(rgb, mp_ts)
         t2 = time.perf_counter()
         height, width = rgb.shape[:2]
-        rig = None
+        rig_json = rig_arrays = None
         if tracker.rig is not None:
-            rig = tracker.rig.solve(found, width, height, mp_ts / 1000.0)
-        parts = {name: found.get(name) for name in tracker.wanted}
-        return (
-            "result", sid, frame_id, width, height, parts,
-            (t1 - t0) * 1000, (t2 - t1) * 1000, rig, pipeline, switched,
+            rig_json, rig_arrays = tracker.rig.solve(found, width, height, mp_ts / 1000.0)
+        return m.FrameResult(
+            sid,
+            frame_id,
+            width,
+            height,
+            {name: found.get(name) for name in tracker.wanted},
+            decode_ms=(t1 - t0) * 1000,
+            inference_ms=(t2 - t1) * 1000,
+            pipeline=pipeline,
+            switched=switched,
+            rig_json=rig_json,
+            rig_arrays=rig_arrays,
+            cpu_s=time.process_time() - cpu0,
         )
 
-    def predict(self, key: str, pipeline: str, wanted: tuple[str, ...], data: bytes) -> Any:
+    def predict(self, msg: m.Predict) -> m.Predicted | m.PredictError:
         """One independent image (IMAGE mode); see server.predict.worker for the state cure."""
         if self._predictor is None:
             from server.predict.worker import ImagePredictor
 
             self._predictor = ImagePredictor(self.settings.models, self._decode)
         try:
-            payload = self._predictor.predict(pipeline, wanted, data)
+            image = self._predictor.predict(msg.pipeline, msg.wanted, msg.image)
         except self._imaging.ImageError as exc:
-            return ("predict_error", key, exc.code, exc.message)
-        return ("predicted", key, payload)
+            return m.PredictError(msg.key, exc.code, exc.message)
+        return m.Predicted(msg.key, image)
 
-    def calibrate(self, images: dict[str, bytes], frames: int) -> Any:
+    def calibrate(self, msg: m.Calibrate) -> m.Calibrated:
         """Measure per pipeline: CPU ms per frame (every thread of this process; robust to
         other load on the machine) and the memory one more landmarker adds."""
-        costs: dict[str, tuple[float, int]] = {}
-        for pipeline, data in images.items():
+        costs: dict[str, m.PipelineMeasure] = {}
+        for pipeline, data in msg.images.items():
             model = self.settings.models.get(pipeline)
             if model is None:
                 continue
@@ -164,27 +185,45 @@ class Worker:
             second.detect(rgb, 0)
             memory = _rss_bytes() - before
             t0 = time.process_time()
-            for i in range(frames):
+            for i in range(msg.frames):
                 second.detect(rgb, 33 * (i + 1))
-            ms = (time.process_time() - t0) * 1000 / max(frames, 1)
+            ms = (time.process_time() - t0) * 1000 / max(msg.frames, 1)
             first.close()
             second.close()
-            costs[pipeline] = (ms, max(memory, 0))
+            costs[pipeline] = m.PipelineMeasure(ms, max(memory, 0))
         gc.collect()
-        return ("calibrated", costs)
+        return m.Calibrated(msg.request, costs)
 
-    def info(self) -> Any:
+    def info(self, msg: m.GetInfo) -> m.Info:
         landmarkers = sum(len(t.detectors) for t in self.trackers.values())
-        info = {"pid": os.getpid(), "landmarkers": landmarkers, "rss": _rss_bytes()}
-        return ("info", info)
+        return m.Info(msg.request, os.getpid(), landmarkers, _rss_bytes())
+
+    def handle(self, msg: m.ToWorker) -> m.FromWorker | None:
+        """One request; the reply to send, if it has one."""
+        match msg:
+            case m.Frame():
+                return self.frame(msg)
+            case m.Open():
+                return self.open(msg)
+            case m.Close():
+                self.close(msg)
+            case m.SetRig():
+                self.set_rig(msg)
+            case m.Predict():
+                return self.predict(msg)
+            case m.Calibrate():
+                return self.calibrate(msg)
+            case m.GetInfo():
+                return self.info(msg)
+        return None
 
     # -- helpers ---------------------------------------------------------------------------
-    def _decode(self, data: bytes) -> Any:
+    def _decode(self, data: bytes) -> RGB:
         return self._imaging.decode_rgb(
             data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side
         )
 
-    def _make_rig(self, options: Any) -> Any:
+    def _make_rig(self, options: RigOptions | None) -> RigSession | None:
         if options is None:
             return None
         from server.rig.session import RigSession
@@ -192,25 +231,17 @@ class Worker:
         return RigSession(options)
 
     def serve(self) -> None:
-        handlers: dict[str, Callable[..., Any]] = {
-            "open": self.open,
-            "close": self.close,
-            "rig": self.set_rig,
-            "frame": self.frame,
-            "calibrate": self.calibrate,
-            "predict": self.predict,
-            "info": self.info,
-        }
-        ipc.send_blocking(self.sock, ("hello", self.index, os.getpid()))
+        ipc.send_blocking(self.sock, m.Hello(self.index, os.getpid()))
         while True:
             msg = ipc.recv_blocking(self.sock)
             if msg is None:
                 break
-            reply = handlers[msg[0]](*msg[1:])
+            reply = self.handle(msg)
             if reply is not None:
                 ipc.send_blocking(self.sock, reply)
-        for sid in list(self.trackers):
-            self.close(sid)
+        for tracker in self.trackers.values():
+            tracker.close()
+        self.trackers.clear()
 
 
 # MediaPipe's native code logs a screenful of INFO/WARNING lines per landmarker to fd 2.
