@@ -12,8 +12,9 @@
     nginx/run-local -- --max-sessions 10   arguments after -- go to every `holistream serve`
 
 Instances listen on 127.0.0.1 only (nginx is the entry point) and trust X-Forwarded-For from
-127.0.0.1, where nginx connects from. Each gets cores / N inference workers (at least 1) unless
---workers says otherwise, so N instances do not oversubscribe the machine.
+127.0.0.1, where nginx connects from. Each gets a CPU share of cores / N (`--cpus`, which its
+admission budgets against) and cores / N inference workers (at least 1) unless --workers says
+otherwise, so N instances neither oversubscribe the machine nor promise more than it has.
 
 Ctrl-C or SIGTERM stops everything: the instances first (their sessions get a 1001 close through
 nginx), then nginx; whatever is still running after its grace period is killed with its whole
@@ -218,13 +219,22 @@ def listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_workers(instances: int) -> int:
     """Inference workers per instance so that N instances share the cores: cores / N, >= 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, instances))
+    return max(1, _cores() // max(1, instances))
+
+
+def cpu_share(instances: int) -> float:
+    """Each instance's `--cpus`: cores / N, so that together they never admit more sessions
+    than the machine holds (each would otherwise budget for the whole machine)."""
+    return round(_cores() / max(1, instances), 3)
 
 
 # --- certificates -------------------------------------------------------------------------------
@@ -579,6 +589,7 @@ def run(args: argparse.Namespace, serve_args: list[str]) -> int:
             for i in range(args.instances):
                 cmd = [holistream, "serve", "--host", "127.0.0.1", "--port",
                        str(args.base_port + i), "--workers", str(workers),
+                       "--cpus", str(cpu_share(args.instances)),
                        "--trusted-proxies", "127.0.0.1", *serve_args]
                 instances.append(sup.spawn(f"i{i}", cmd, env))
             sup.say(f"starting {args.instances} instance(s), {workers} inference worker(s) each")

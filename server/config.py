@@ -5,21 +5,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.cpus import default_workers, usable_cpus
+
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8000
-    # One more worker than cores: sessions are pinned to a worker, and with one per core a
-    # whole session would not fit beside another in a worker's share (measured on 2 cores:
-    # 3 holistic sessions at 15 fps instead of 2, 0.93x of saturation instead of 0.69x).
-    workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) + 1)
+    # CPUs this instance may use: the minimum of this setting (0 = none), the CPU affinity and
+    # the cgroup quota (a container's --cpus, a pod's CPU limit); resolved at construction.
+    cpus: float = 0.0
+    # 0 = one more worker than cores (from `cpus`): sessions are pinned to a worker, and with
+    # one per core a whole session would not fit beside another in a worker's share (measured
+    # on 2 cores: 3 holistic sessions at 15 fps instead of 2, 0.93x of saturation, not 0.69x).
+    workers: int = 0
     model: Path | None = None  # explicit holistic bundle; others come from the cache
     cache_dir: Path | None = None
     # Admission control: a session is admitted only while all three budgets hold.
@@ -56,6 +62,15 @@ class Config:
     web_root: Path = WEB_ROOT
     calibrate: bool = True
     log_level: str = "info"
+    log_format: str = "text"  # text, or json (one object per line, for log collectors)
+
+    def __post_init__(self) -> None:
+        cpus = usable_cpus(self.cpus or None)
+        object.__setattr__(self, "cpus", round(cpus, 3))
+        if self.workers <= 0:
+            object.__setattr__(self, "workers", default_workers(cpus))
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
 
     def describe(self) -> str:
         """A one-screen summary printed at start-up (the token is never printed)."""
@@ -69,7 +84,9 @@ class Config:
 
 
 _HELP: dict[str, str] = {
-    "workers": "inference worker processes (default: cores + 1)",
+    "cpus": "CPUs this instance may use (0: its affinity and cgroup quota; the smallest wins)",
+    "workers": "inference worker processes (0: cores + 1, from --cpus; 1 below 2 cores)",
+    "log_format": "text, or json: one JSON object per log line",
     "max_sessions": "hard cap on live streaming sessions",
     "memory_budget_mb": "memory the landmarkers may use (0 = 70%% of available)",
     "cpu_overcommit": "admit sessions up to this multiple of measured worker capacity",
@@ -112,17 +129,19 @@ def _kind(f: dataclasses.Field[Any]) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field; the default comes from HOLISTREAM_<NAME> when set."""
-    defaults = Config()
     for f in dataclasses.fields(Config):
         kind = _kind(f)
         env = os.environ.get(_env_name(f.name))
-        default = _convert(kind, env) if env is not None else getattr(defaults, f.name)
+        # The declared default, not a resolved one: `cpus` and `workers` resolve in Config.
+        default = _convert(kind, env) if env is not None else f.default
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_HELP.get(f.name, '')} [env {_env_name(f.name)}]".strip()
         if kind is bool:
             parser.add_argument(
                 flag, default=default, action=argparse.BooleanOptionalAction, help=help_text
             )
+        elif f.name == "log_format":
+            parser.add_argument(flag, default=default, choices=LOG_FORMATS, help=help_text)
         else:
             conv = (lambda s, k=kind: _convert(k, s)) if isinstance(kind, str) else kind
             parser.add_argument(flag, default=default, type=conv, help=help_text)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ class Core:
         memory = config.memory_budget_mb * (1 << 20) or psutil.virtual_memory().available * 0.7
         self.admission = AdmissionPolicy(
             Budget(
-                min(config.workers * 1.35, len(os.sched_getaffinity(0))),
+                min(config.workers * 1.35, config.cpus),  # cpus: affinity, cgroup quota, --cpus
                 int(memory),
                 config.max_sessions,
                 config.cpu_overcommit,
@@ -71,6 +70,7 @@ class Core:
         self.metrics = Metrics(
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
         )
+        self.metrics.cpus.set(config.cpus)
         self._ticker: asyncio.Task[None] | None = None
         self.limits = AddressLimits(
             config.connect_rate_per_address,

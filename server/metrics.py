@@ -90,6 +90,11 @@ class Metrics:
             ["pipeline"],
             registry=r,
         )
+        self.cpus = Gauge(
+            "holistream_cpus",
+            "CPUs this instance budgets for (affinity, cgroup quota, --cpus: the smallest)",
+            registry=r,
+        )
         self.predictions = Counter(
             "holistream_predict_requests",
             "Single-image requests, by outcome",

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,13 +110,15 @@ class ServerProcess:
 
 
 def start_server(*flags: str, port: int = 0, env: dict[str, str] | None = None,
-                 name: str = "server", ready: bool = True) -> ServerProcess:
+                 name: str = "server", ready: bool = True,
+                 preexec: Callable[[], object] | None = None) -> ServerProcess:
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
     args = [str(HOLISTREAM), "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                preexec_fn=preexec)
     server = ServerProcess(proc, log_path, port if port else 0, args)
     if ready:
         try:

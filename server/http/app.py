@@ -41,6 +41,7 @@ async def readyz(request: web.Request) -> web.Response:
         "sessions": len(core.sessions),
         "workers": workers,
         "capacity": {p: core.admission.capacity(p) for p in core.models},
+        "cpus": core.config.cpus,
     }
     return web.json_response(body, status=200 if core.ready else 503)
 
