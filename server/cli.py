@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from server import __version__, config
+from server import __version__, config, logs
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -16,27 +16,30 @@ def _serve(args: argparse.Namespace) -> int:
     from server.http.app import serve
     from server.model import BUNDLES, ModelError, resolve_model
 
-    cfg = config.from_args(args)
-    logging.basicConfig(
-        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        cfg = config.from_args(args)
+    except ValueError as exc:
+        print(f"holistream serve: error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(cfg.log_level, cfg.log_format)
     log = logging.getLogger("holistream")
     log.info("holistream %s", __version__)
     log.info("%s", cfg.describe())
     models = {}
-    for name in BUNDLES:
-        try:
-            models[name] = resolve_model(
-                name,
-                explicit=cfg.model if name == "holistic" else None,
-                cache_dir=cfg.cache_dir,
-                log=lambda msg: log.info("model: %s", msg),
-            )
-        except ModelError as exc:
-            if name == "holistic":
-                log.error("cannot provision the holistic model: %s", exc)
-                return 2
-            log.warning("the %s pipeline is unavailable: %s", name, exc)
+    with logs.native_logs_filtered("model"):
+        for name in BUNDLES:
+            try:
+                models[name] = resolve_model(
+                    name,
+                    explicit=cfg.model if name == "holistic" else None,
+                    cache_dir=cfg.cache_dir,
+                    log=lambda msg: log.info("model: %s", msg),
+                )
+            except ModelError as exc:
+                if name == "holistic":
+                    log.error("cannot provision the holistic model: %s", exc)
+                    return 2
+                log.warning("the %s pipeline is unavailable: %s", name, exc)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(cfg, models))
     return 0

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from server.logs import native_logs_filtered
+
 from . import BUNDLES, ModelError, Provisioned, provision_all
 from .selfcheck import format_counts
 
@@ -69,14 +71,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {msg}", file=sys.stderr, flush=True)
 
     try:
-        results = provision_all(
-            explicit=args.model,
-            cache_dir=args.cache_dir,
-            allow_download=not args.offline,
-            force=args.force,
-            only=args.only,
-            log=log,
-        )
+        # MediaPipe/LiteRT print dozens of INFO/WARNING lines per self-check (server/logs.py).
+        with native_logs_filtered("model"):
+            results = provision_all(
+                explicit=args.model,
+                cache_dir=args.cache_dir,
+                allow_download=not args.offline,
+                force=args.force,
+                only=args.only,
+                log=log,
+            )
     except ModelError as e:
         print(f"holistream model: error: {e}", file=sys.stderr)
         return 1

@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import re
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from holistream.protocol import RigOptions
+from server.logs import filter_native_logs
 from server.workers import ipc
 from server.workers import messages as m
 from server.workers.fallback import HOLISTIC, FallbackPolicy, found_parts, targets
@@ -244,32 +243,9 @@ class Worker:
         self.trackers.clear()
 
 
-# MediaPipe's native code logs a screenful of INFO/WARNING lines per landmarker to fd 2.
-_NATIVE_NOISE = re.compile(rb"^(INFO: |WARNING: \[|WARNING: Logging before|[IW]\d{4} )")
-
-
-def _filter_native_logs() -> None:
-    """Route fd 2 through a thread that drops the native chatter and keeps everything else
-    (errors, Python tracebacks). HOLISTREAM_NATIVE_LOGS=1 keeps it all."""
-    if os.environ.get("HOLISTREAM_NATIVE_LOGS") == "1":
-        return
-    read_fd, write_fd = os.pipe()
-    original = os.dup(2)
-    os.dup2(write_fd, 2)
-    os.close(write_fd)
-
-    def pump() -> None:
-        with os.fdopen(read_fd, "rb") as src, os.fdopen(original, "wb", buffering=0) as dst:
-            for line in src:
-                if not _NATIVE_NOISE.match(line):
-                    dst.write(line)
-
-    threading.Thread(target=pump, name="native-log-filter", daemon=True).start()
-
-
 def worker_main(sock: socket.socket, index: int, settings: WorkerSettings) -> None:
     """Process entry point. SIGINT is ignored: the server decides when workers stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _filter_native_logs()
+    filter_native_logs("worker")  # MediaPipe's native chatter (server/logs.py)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         Worker(sock, index, settings).serve()
