@@ -43,6 +43,7 @@ from holistream.messages import (
     typed,
 )
 from holistream.protocol import (
+    DEFAULT_FPS,
     PROTOCOL_VERSION,
     ProtocolError,
     Result,
@@ -288,7 +289,7 @@ def connect(
     world: bool = True,
     format: str = "json",
     rig: bool | dict[str, bool] = False,
-    fps: float = 15.0,
+    fps: float = DEFAULT_FPS,
     client: str = "holistream-python/0.1",
     max_in_flight: int = 2,
     credit_timeout: float = 5.0,

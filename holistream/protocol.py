@@ -7,6 +7,7 @@ this module, so there is exactly one definition of every byte on the wire.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ FORMATS: tuple[str, ...] = ("json", "binary")
 ALL_GROUPS: tuple[str, ...] = ("face", "hands", "pose")
 DROP_REASONS: tuple[str, ...] = ("superseded", "stale", "worker_lost", "backpressure", "closing")
 ROUND_DECIMALS: Final = 4
+DEFAULT_FPS: Final = 15.0  # the rate a session is priced at when its client does not say
+MAX_FPS: Final = 240.0
 # Binary results carry landmark values as int16 counts of 1/10000: exactly the 4-decimal values
 # the JSON carries, in 2 bytes instead of ~7 (float32 would be 4 bytes and not exact).
 FIXED_SCALE: Final = 10_000
@@ -88,7 +91,7 @@ class Hello:
     world: bool = True
     format: str = "json"
     rig: RigOptions | None = None
-    fps: float = 15.0
+    fps: float = DEFAULT_FPS
     client: str = ""
 
 
@@ -113,6 +116,26 @@ def parse_parts(value: object, *, code: str = "bad_hello") -> tuple[str, ...]:
     if unknown:
         raise ProtocolError(code, f"unknown part(s) {unknown!r}; use 'face', 'hands', 'pose'")
     return tuple(g for g in ALL_GROUPS if g in value)
+
+
+_DECIMAL = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def parse_fps(value: object, *, code: str) -> float:
+    """The one check of an `fps` (a hello's number or a query's text): finite, in (0, 240]."""
+    if isinstance(value, str):
+        text = value.strip()
+        number: object = float(text) if _DECIMAL.fullmatch(text) else None
+    else:
+        number = value
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, int | float)
+        or not math.isfinite(number)
+        or not 0 < number <= MAX_FPS
+    ):
+        raise ProtocolError(code, f"'fps' must be a number in (0, {MAX_FPS:g}]")
+    return float(number)
 
 
 def _parse_rig(value: object, code: str) -> RigOptions | None:
@@ -151,13 +174,11 @@ def _parse_options(msg: Mapping[str, Any], base: Hello, *, code: str, allow_form
         if fmt not in FORMATS:
             raise ProtocolError(code, "'format' must be 'json' or 'binary'")
     rig = _parse_rig(msg["rig"], code) if "rig" in msg else base.rig
-    fps = msg.get("fps", base.fps)
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 240:
-        raise ProtocolError(code, "'fps' must be a number in (0, 240]")
+    fps = parse_fps(msg["fps"], code=code) if "fps" in msg else base.fps
     client = msg.get("client", base.client)
     if not isinstance(client, str):
         raise ProtocolError(code, "'client' must be a string")
-    return Hello(parts, world, fmt, rig, float(fps), client[:100])
+    return Hello(parts, world, fmt, rig, fps, client[:100])
 
 
 def pipeline_for(parts: Sequence[str]) -> str:

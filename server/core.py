@@ -65,7 +65,7 @@ class Core:
             Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
             max_frame_age_s=config.max_frame_age_ms / 1000,
             rig_options=self._rig_options,
-            cost=lambda s: self.admission.cpu_ms_per_s(s.pipeline, s.hello.fps if s.hello else 15),
+            cost=lambda s: self.admission.cpu_ms_per_s(s.pipeline, s.fps),
         )
         self.metrics = Metrics(
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
@@ -282,8 +282,7 @@ class Core:
         """The worker's fallback policy (workers/fallback.py) switched pipelines: the reservation
         follows what really runs (best effort: tracking is never refused mid-session), and the
         client hears of each fallback once."""
-        fps = session.hello.fps if session.hello else 15.0
-        if not self.admission.admit(session.id, pipeline, fps, keep_worker=True).admitted:
+        if not self.admission.admit(session.id, pipeline, session.fps, keep_worker=True).admitted:
             log.warning("session %s runs %s beyond the admission budget", session.id[:8], pipeline)
         if switched == "fallback":
             cheap = session.pipeline

@@ -10,6 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
+from holistream.protocol import DEFAULT_FPS
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -86,7 +88,7 @@ class Metrics:
         )
         self.capacity = Gauge(
             "holistream_capacity_sessions",
-            "Sessions of one pipeline an empty instance admits at 15 fps",
+            f"Sessions of one pipeline an empty instance admits at {DEFAULT_FPS:g} fps",
             ["pipeline"],
             registry=r,
         )

@@ -57,6 +57,21 @@ def test_hello_validation() -> None:
         assert exc.value.code == code, msg
 
 
+def test_fps_has_one_validator_for_hello_numbers_and_query_text() -> None:
+    for good, value in ((15, 15.0), (240, 240.0), (0.5, 0.5), ("30", 30.0), ("7.5", 7.5),
+                        ("1e2", 100.0)):
+        assert protocol.parse_fps(good, code="bad_request") == value
+    bad: list[object] = [0, -1, 240.01, math.nan, math.inf, True, None, "15fps", "nan", "inf",
+                         "-1e6", "1e400", "0x10", "1_0", "", [15]]
+    for value in bad:
+        with pytest.raises(ProtocolError) as exc:
+            protocol.parse_fps(value, code="bad_request")
+        assert exc.value.code == "bad_request", value
+    assert protocol.parse_hello({"protocol": 1}).fps == protocol.DEFAULT_FPS
+    with pytest.raises(ProtocolError):
+        protocol.parse_hello({"protocol": 1, "fps": math.nan})
+
+
 def test_parse_message_refuses_non_objects() -> None:
     for text in ("not json", "[1,2]", '{"no_type": 1}', '{"type": 5}'):
         with pytest.raises(ProtocolError) as exc:

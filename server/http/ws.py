@@ -102,8 +102,11 @@ async def producer(request: web.Request) -> web.StreamResponse:
     try:
         query_parts = request.query.get("parts", "face,hands,pose")
         parts = protocol.parse_parts(query_parts, code="bad_request")
-        fps = float(request.query.get("fps", "15"))
-    except (ProtocolError, ValueError) as exc:
+        query_fps = request.query.get("fps")
+        fps = protocol.DEFAULT_FPS
+        if query_fps is not None:
+            fps = protocol.parse_fps(query_fps, code="bad_request")
+    except ProtocolError as exc:
         return http_error(400, "bad_request", str(exc))
     session = Session(peer=client_ip(request), stream=stream)
     decision = core.admit(session.id, protocol.pipeline_for(parts), fps)

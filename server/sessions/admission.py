@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
+from holistream.protocol import DEFAULT_FPS
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineCost:
@@ -145,7 +147,7 @@ class AdmissionPolicy:
     def release(self, key: Hashable) -> None:
         self._held.pop(key, None)
 
-    def capacity(self, pipeline: str, fps: float = 15.0) -> int:
+    def capacity(self, pipeline: str, fps: float = DEFAULT_FPS) -> int:
         """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
         cost = self.costs[pipeline]
         demand = max(fps * cost.ms_per_frame, 1e-9)

@@ -78,6 +78,11 @@ class Session:
     def format(self) -> str:
         return self.hello.format if self.hello else "json"
 
+    @property
+    def fps(self) -> float:
+        """The rate the client said it sends (what admission prices the session at)."""
+        return self.hello.fps if self.hello else protocol.DEFAULT_FPS
+
     # -- frames in -------------------------------------------------------------------------
     def offer(self, frame_id: int, payload: FramePayload, now: float) -> None:
         self.fps_in.tick(now)
