@@ -32,6 +32,9 @@ RIG_CONFIDENCE_COUNT: Final = 8
 PIPELINES: tuple[str, ...] = ("holistic", "face", "pose", "hands")
 FORMATS: tuple[str, ...] = ("json", "binary")
 ALL_GROUPS: tuple[str, ...] = ("face", "hands", "pose")
+# Frames a producer may have unanswered: one in inference and one waiting behind it; a third
+# would only supersede the waiting one (ready.limits.max_in_flight).
+MAX_IN_FLIGHT: Final = 2
 DROP_REASONS: tuple[str, ...] = ("superseded", "stale", "worker_lost", "backpressure", "closing")
 ROUND_DECIMALS: Final = 4
 DEFAULT_FPS: Final = 15.0  # the rate a session is priced at when its client does not say
@@ -67,11 +70,18 @@ def encode_frame(frame_id: int, ts: float, image: bytes) -> bytes:
 
 
 def decode_frame(data: bytes) -> Frame:
+    # A bad header still names its frame when bytes 4..8 (the id) arrived: the error then
+    # resolves that frame for the client's accounting.
+    readable_id = int.from_bytes(data[4:8], "little") if len(data) >= 8 else None
     if len(data) < FRAME_HEADER.size:
-        raise ProtocolError("bad_frame", f"frame message shorter than {FRAME_HEADER.size} bytes")
+        raise ProtocolError(
+            "bad_frame", f"frame message shorter than {FRAME_HEADER.size} bytes", frame=readable_id
+        )
     magic, frame_id, ts = FRAME_HEADER.unpack_from(data)
     if magic != FRAME_MAGIC:
-        raise ProtocolError("bad_frame", "frame message does not start with HSF1")
+        raise ProtocolError(
+            "bad_frame", "frame message does not start with HSF1", frame=readable_id
+        )
     if not math.isfinite(ts):
         raise ProtocolError(
             "bad_timestamp", "frame timestamp is not a finite number", frame=frame_id
@@ -341,6 +351,23 @@ def decode_result_binary(data: bytes) -> Result:
         None,
         rig_arrays,
     )
+
+
+def binary_result_size(data: bytes) -> int:
+    """The length a binary result must have, judged from its header, flags and rig counts."""
+    if len(data) < RESULT_HEADER.size or data[:4] != RESULT_MAGIC:
+        raise ProtocolError("bad_message", "not a binary result (HSR1)")
+    header_len, flags = struct.unpack_from("<HH", data, 4)
+    size = header_len
+    for bit, name in enumerate(PART_NAMES):
+        if flags & (1 << bit):
+            size += PART_POINTS[name] * PART_STRIDES[name] * 2
+    if flags & RIG_FLAG:
+        if len(data) < size + RIG_HEADER.size:
+            raise ProtocolError("bad_message", "binary result cut inside its rig block")
+        n_bones, n_expr = RIG_HEADER.unpack_from(data, size)
+        size += RIG_HEADER.size + 4 * (n_bones * 4 + 3 + 3 + n_expr + RIG_CONFIDENCE_COUNT)
+    return size
 
 
 def decode_result_json(obj: Mapping[str, Any]) -> Result:

@@ -22,12 +22,74 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import websockets.asyncio.connection
+import websockets.exceptions
+
+from tests import protocol_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 ARTIFACTS = ROOT / "test-artifacts"
 HOLISTREAM = Path(sys.executable).parent / "holistream"
 _LISTENING = re.compile(r"listening on http://\S+:(\d+)")
+
+
+_violations: list[str] = []
+
+
+def _checked_recv(recv):  # type: ignore[no-untyped-def]
+    async def recv_and_check(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        data = await recv(self, *args, **kwargs)
+        try:
+            protocol_schema.check_server_message(data)
+        except protocol_schema.ContractViolation as exc:
+            _violations.append(str(exc))
+        return data
+
+    return recv_and_check
+
+
+def _checked_status(init):  # type: ignore[no-untyped-def]
+    def init_and_check(self, response, *args, **kwargs):  # type: ignore[no-untyped-def]
+        init(self, response, *args, **kwargs)
+        body = getattr(response, "body", None) or b""
+        if body.startswith(b'{"error"'):
+            try:
+                protocol_schema.check_http_error(body)
+            except protocol_schema.ContractViolation as exc:
+                _violations.append(str(exc))
+
+    return init_and_check
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _contract_hook() -> Iterator[None]:
+    """Every message a server sends to a WebSocket client in this test process (the tests' own
+    client, holistream.client, the load generator) is checked against docs/protocol.schema.json;
+    so are HTTP refusals of an upgrade. The socket gets the message either way; the test fails."""
+    conn_cls = websockets.asyncio.connection.Connection
+    status_cls = websockets.exceptions.InvalidStatus
+    recv, init = conn_cls.recv, status_cls.__init__
+    conn_cls.recv = _checked_recv(recv)  # type: ignore[method-assign]
+    status_cls.__init__ = _checked_status(init)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        conn_cls.recv = recv  # type: ignore[method-assign]
+        status_cls.__init__ = init  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _contract_kept() -> Iterator[None]:
+    """Fail the test (at teardown) that received a message the contract does not allow."""
+    _violations.clear()
+    yield
+    if _violations:
+        found, _violations[:] = list(_violations), []
+        pytest.fail(
+            f"{len(found)} server message(s) break the protocol contract:\n" + "\n".join(found[:5]),
+            pytrace=False,
+        )
 
 
 def media(name: str) -> Path:

@@ -57,9 +57,11 @@ async def test_each_bad_input_gets_its_error_and_the_session_goes_on(
     await conn.send_json({"type": "configure", "parts": ["tail"]})
     await expect_error(conn, "bad_configure")
     await conn.ws.send(b"\x00\x01")
-    await expect_error(conn, "bad_frame")
-    await conn.ws.send(b"NOPE" + bytes(20))
-    await expect_error(conn, "bad_frame")
+    assert "frame" not in await expect_error(conn, "bad_frame")  # no id in 2 bytes
+    await conn.ws.send(b"NOPE" + struct.pack("<I", 41) + bytes(16))
+    assert (await expect_error(conn, "bad_frame"))["frame"] == 41  # the header's id
+    await conn.ws.send(b"HSF1" + struct.pack("<I", 42) + bytes(4))  # cut inside ts
+    assert (await expect_error(conn, "bad_frame"))["frame"] == 42
     await conn.ws.send(protocol.encode_frame(2, float("nan"), jpeg))
     assert (await expect_error(conn, "bad_timestamp"))["frame"] == 2
     await conn.send_frame(3, b"GIF89a" + bytes(100))
@@ -77,7 +79,7 @@ async def test_each_bad_input_gets_its_error_and_the_session_goes_on(
     assert result["frame"] == 7 and len(result["face"]) == 1434
     await conn.send_json({"type": "stats", "id": "end"})
     stats = await conn.recv_until(lambda m: is_type(m, "stats") and m.get("id") == "end")
-    assert stats["received"] == 9 and stats["errors"] == 8 and stats["results"] == 1
+    assert stats["received"] == 10 and stats["errors"] == 9 and stats["results"] == 1
     await conn.close()
 
 

@@ -25,6 +25,8 @@ from server.streams.hub import Subscriber
 
 log = logging.getLogger("holistream.subscribe")
 
+SUBSCRIBER_MAX_MESSAGE = 64 * 1024  # a subscriber only sends hello and stats requests
+
 
 async def list_streams(request: web.Request) -> web.Response:
     core = request.app[CORE]
@@ -40,7 +42,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
     name = request.query.get("stream")
     if name is None or validate_stream_name(name):
         return http_error(400, "bad_request", "a valid ?stream=NAME is required")
-    ws = await open_socket(request, cfg, 64 * 1024)
+    ws = await open_socket(request, cfg, SUBSCRIBER_MAX_MESSAGE)
     try:
         hello = await _receive_hello(ws, cfg.idle_timeout_s)
     except ProtocolError as exc:
@@ -76,6 +78,8 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
                     "buffer": sub.capacity,
                     "stall_s": cfg.subscriber_stall_s,
                     "wait_s": cfg.subscriber_wait_s,
+                    "max_message_bytes": SUBSCRIBER_MAX_MESSAGE,
+                    "ping_interval_s": cfg.ping_interval_s,
                 },
             }
         )

@@ -258,12 +258,15 @@ def _ready(core: Core, session: Session) -> dict[str, object]:
         "stream": session.stream,
         "server": f"holistream {core.version}",
         "limits": {
+            "max_in_flight": protocol.MAX_IN_FLIGHT,
             "max_message_bytes": cfg.max_message_bytes,
             "max_image_pixels": cfg.max_image_pixels,
             "max_image_side": cfg.max_image_side,
             "max_frame_age_ms": cfg.max_frame_age_ms,
             "idle_timeout_s": cfg.idle_timeout_s,
+            "ping_interval_s": cfg.ping_interval_s,
             "stats_interval_s": cfg.stats_interval_s,
+            "max_fps": protocol.MAX_FPS,
         },
         "capacity": {p: core.admission.capacity(p) for p in core.models},
     }
