@@ -19,7 +19,7 @@ from holistream import protocol
 from server import __version__
 from server.config import Config
 from server.http.rate_limit import AddressLimits
-from server.metrics import Metrics
+from server.metrics import InstanceState, Metrics
 from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
 from server.sessions.frame_slot import Pending
 from server.sessions.session import FramePayload, Session
@@ -71,6 +71,7 @@ class Core:
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
         )
         self.metrics.cpus.set(config.cpus)
+        self.metrics.watch(self._state)
         self._ticker: asyncio.Task[None] | None = None
         self.limits = AddressLimits(
             config.connect_rate_per_address,
@@ -146,6 +147,17 @@ class Core:
         if not self.hub.wants_rig(session):
             return None
         return self.hub.rig_options(session) or protocol.RigOptions()
+
+    def _state(self) -> InstanceState:
+        a = self.admission
+        return InstanceState(
+            self.ready,
+            sum(w.alive for w in self.pool.workers),
+            a.budget.cpu_ms_per_s,
+            a.cpu_used,
+            a.budget.memory_bytes,
+            a.memory_used + a.reserved_bytes,
+        )
 
     # -- admission -------------------------------------------------------------------------
     def admit(self, key: Any, pipeline: str, fps: float) -> Decision:

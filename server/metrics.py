@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -46,6 +47,51 @@ class _WorkerCollector:
         )
         restarts.add_metric([], self._restarts())
         yield restarts
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """What the instance can take, read when scraped: alerting and autoscaling use these."""
+
+    ready: bool
+    workers_alive: int
+    cpu_budget_ms_per_s: float  # CPU time admission may hand out per second
+    cpu_reserved_ms_per_s: float  # what admitted sessions reserved of it
+    memory_budget_bytes: int
+    memory_reserved_bytes: int  # sessions' landmarkers plus the workers' single-image ones
+
+
+class _StateCollector:
+    def __init__(self, state: Callable[[], InstanceState]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._state()
+        gauges = (
+            ("holistream_ready", "1 when models are loaded and workers warm (as /readyz)",
+             float(s.ready)),
+            ("holistream_workers_ready", "Live inference workers of a ready instance",
+             float(s.workers_alive if s.ready else 0)),
+            ("holistream_cpu_budget_seconds", "CPU seconds per second admission may reserve",
+             s.cpu_budget_ms_per_s / 1000),
+            ("holistream_cpu_reserved_seconds", "CPU seconds per second admitted sessions reserved",
+             s.cpu_reserved_ms_per_s / 1000),
+            ("holistream_cpu_reserved_ratio", "Reserved over budgeted CPU (0..1): the load to "
+             "autoscale on", s.cpu_reserved_ms_per_s / max(s.cpu_budget_ms_per_s, 1e-9)),
+            ("holistream_memory_budget_bytes", "Memory the landmarkers may take",
+             float(s.memory_budget_bytes)),
+            ("holistream_memory_reserved_bytes", "Memory reserved by admitted sessions and the "
+             "workers' single-image landmarkers", float(s.memory_reserved_bytes)),
+        )  # fmt: skip
+        for name, doc, value in gauges:
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
+
+# Label values that exist from the start (at 0), so every rate() has a series to compute on.
+DROP_REASONS = ("superseded", "stale", "worker_lost", "backpressure", "closing")
+REJECT_REASONS = ("capacity", "rate_limited")
 
 
 class Metrics:
@@ -103,6 +149,15 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+        for reason in DROP_REASONS:
+            self.frames_dropped.labels(reason)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+
+    def watch(self, state: Callable[[], InstanceState]) -> None:
+        """Publish the instance's readiness and budgets, read from `state` at each scrape."""
+        self.registry.register(_StateCollector(state))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
