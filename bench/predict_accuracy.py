@@ -95,7 +95,8 @@ def measure(stride: int) -> dict[str, object]:
             if (a is None) == (b is None):
                 agree[part] += 1
             else:
-                disagreements.append(f"{name}: {part} {'only default' if a is not None else 'only exact'}")
+                which = "only default" if a is not None else "only exact"
+                disagreements.append(f"{name}: {part} {which}")
             if a is not None and b is not None:
                 px = (a[:, :2] - b[:, :2]) * (width, height)
                 dist[part].append(np.hypot(px[:, 0], px[:, 1]) / max(width, height))

@@ -211,10 +211,10 @@ class Core:
 
     # -- single images ---------------------------------------------------------------------
     async def predict(
-        self, pipeline: str, wanted: tuple[str, ...], data: bytes
+        self, pipeline: str, wanted: tuple[str, ...], data: bytes, *, exact: bool = False
     ) -> Predicted | PredictError:
         """One independent image on the least busy worker (WorkerPool.predict)."""
-        return await self.pool.predict(pipeline, wanted, data)
+        return await self.pool.predict(pipeline, wanted, data, exact=exact)
 
     @property
     def predict_backlog(self) -> int:

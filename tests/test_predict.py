@@ -125,6 +125,30 @@ def assert_matches(body: dict[str, Any], reference: dict[str, np.ndarray | None]
             assert np.abs(got - ref).max() <= TOL, name
 
 
+# The published parity of the default (fast) path with a fresh Holistic (docs/predict.md).
+PARITY_MEDIAN = 0.01  # median landmark distance, as a fraction of the image's longer side
+
+
+def assert_parity(body: dict[str, Any], reference: dict[str, np.ndarray | None]) -> None:
+    """The same parts found as a fresh HolisticLandmarker, landmarks within the published
+    median distance; the pose is the same single pass, so it is equal."""
+    parts = protocol.decode_result_json(body).parts
+    assert set(parts) == set(reference)
+    longer = max(body["width"], body["height"])
+    for name, ref in reference.items():
+        got = parts[name]
+        assert (got is None) == (ref is None), name
+        if ref is None or got is None:
+            continue
+        assert got.shape == ref.shape, name
+        if name in ("pose", "pose_world"):
+            assert np.abs(got - ref).max() <= TOL, name
+        elif not name.endswith("_world"):
+            pixels = (got[:, :2] - ref[:, :2]) * (body["width"], body["height"])
+            distance = np.hypot(pixels[:, 0], pixels[:, 1]) / longer
+            assert np.median(distance) <= PARITY_MEDIAN, (name, np.median(distance))
+
+
 def assert_error(reply: Reply, status: int, code: str) -> None:
     assert reply.status == status, reply
     assert set(reply.body) == {"error"} and reply.body["error"]["code"] == code, reply.body
@@ -134,31 +158,44 @@ def assert_error(reply: Reply, status: int, code: str) -> None:
 # ----------------------------------------------------------------------------- correctness
 
 
-async def test_landmarks_equal_a_fresh_in_process_landmarker(server: ServerProcess) -> None:
+async def test_default_path_agrees_with_a_fresh_landmarker_and_exact_equals_it(
+    server: ServerProcess,
+) -> None:
     messi = media("messi5.jpg").read_bytes()
     form = aiohttp.FormData()
     form.add_field("file", variant(messi), filename="messi5.jpg", content_type="image/jpeg")
     got = await post(server.url, form)
-    assert got.status == 200 and got.body["cache"] == "miss"
+    assert got.status == 200 and got.body["cache"] == "miss" and got.body["mode"] == "fast"
     assert (got.body["width"], got.body["height"], got.body["pipeline"]) == (548, 342, "holistic")
     assert {"seq", "ts", "dropped"}.isdisjoint(got.body)
     lengths = {name: len(got.body[name]) for name in protocol.PART_NAMES}
     assert lengths == {"pose": 165, "pose_world": 99, "face": 1434, "left_hand": 63,
                        "right_hand": 63, "left_hand_world": 63, "right_hand_world": 63}
-    assert_matches(got.body, direct_image_run("holistic", messi))
     timing = got.body["timing"]
     assert timing["inference_ms"] > 0 and timing["total_ms"] >= timing["inference_ms"]
 
-    astronaut = media("astronaut.png").read_bytes()
-    got = await post(server.url, variant(astronaut), ctype="image/png")
-    assert got.status == 200
-    assert len(got.body["face"]) == 1434 and len(got.body["pose"]) == 165
-    assert_matches(got.body, direct_image_run("holistic", astronaut))
+    # Every fixture image: the default path within the published parity, the exact path equal.
+    for name, ctype in (("messi5.jpg", "image/jpeg"), ("astronaut.png", "image/png"),
+                        ("astronaut_face.jpg", "application/octet-stream"),
+                        ("building.jpg", "image/jpeg")):
+        data = media(name).read_bytes()
+        reference = direct_image_run("holistic", data)
+        fast = await post(server.url, variant(data), ctype=ctype)
+        assert fast.status == 200 and fast.body["mode"] == "fast", name
+        assert_parity(fast.body, reference)
+        exact = await post(server.url, variant(data), ctype=ctype, query="?mode=exact")
+        assert exact.status == 200 and exact.body["mode"] == "exact", name
+        assert_matches(exact.body, reference)
+        if name == "building.jpg":
+            assert all(fast.body[part] is None for part in protocol.PART_NAMES)
 
-    building = media("building.jpg").read_bytes()
-    got = await post(server.url, variant(building), ctype="application/octet-stream")
-    assert got.status == 200
-    assert all(got.body[name] is None for name in protocol.PART_NAMES)
+    # parts=... on the default holistic path: only what was asked for.
+    got = await post(server.url, variant(messi), query="?parts=hands,face&world=false")
+    assert got.status == 200 and got.body["pipeline"] == "holistic"
+    assert {"face", "left_hand", "right_hand"} <= set(got.body)
+    assert {"pose", "pose_world", "left_hand_world", "right_hand_world"}.isdisjoint(got.body)
+    reference = direct_image_run("holistic", messi)
+    assert_parity(got.body, {n: reference[n] for n in ("face", "left_hand", "right_hand")})
 
     got = await post(server.url, variant(messi), query="?parts=pose&world=false")
     assert got.status == 200 and got.body["pipeline"] == "pose"
@@ -168,25 +205,32 @@ async def test_landmarks_equal_a_fresh_in_process_landmarker(server: ServerProce
 
 
 async def test_results_do_not_depend_on_earlier_requests(server_factory: Any) -> None:
-    """A, B, A on one worker, then A on a fresh server: the A results are identical."""
+    """A, B, A on one worker, then A on a fresh server: the A results are identical, on the
+    default path and on the exact one."""
     a = media("messi5.jpg").read_bytes()
     b = media("astronaut.png").read_bytes()
     first = server_factory(*FAST, "--cache-entries", "0", name="predict-order")
-    results = []
-    for data, ctype in ((a, "image/jpeg"), (b, "image/png"), (a, "image/jpeg")):
-        reply = await post(first.url, data, ctype=ctype)
-        assert reply.status == 200 and reply.body["cache"] == "miss"
-        results.append(reply.body)
+    runs: dict[str, list[dict[str, Any]]] = {"fast": [], "exact": []}
+    for mode in ("fast", "exact"):
+        for data, ctype in ((a, "image/jpeg"), (b, "image/png"), (a, "image/jpeg")):
+            reply = await post(first.url, data, ctype=ctype, query=f"?mode={mode}")
+            assert reply.status == 200 and reply.body["cache"] == "miss"
+            assert reply.body["mode"] == mode
+            runs[mode].append(reply.body)
     first.stop()
     fresh = server_factory(*FAST, "--cache-entries", "0", name="predict-order-fresh")
-    reply = await post(fresh.url, a)
-    assert reply.status == 200
-    a_runs = [results[0], results[2], reply.body]
-    for name in protocol.PART_NAMES:
-        assert a_runs[0][name] is not None, name
-        assert a_runs[0][name] == a_runs[1][name] == a_runs[2][name], name
-    assert_matches(a_runs[0], direct_image_run("holistic", a))
-    assert_matches(results[1], direct_image_run("holistic", b))
+    for mode in ("fast", "exact"):
+        reply = await post(fresh.url, a, query=f"?mode={mode}")
+        assert reply.status == 200
+        a_runs = [runs[mode][0], runs[mode][2], reply.body]
+        for name in protocol.PART_NAMES:
+            assert a_runs[0][name] is not None, (mode, name)
+            assert a_runs[0][name] == a_runs[1][name] == a_runs[2][name], (mode, name)
+    reference_a, reference_b = direct_image_run("holistic", a), direct_image_run("holistic", b)
+    assert_matches(runs["exact"][0], reference_a)
+    assert_matches(runs["exact"][1], reference_b)
+    assert_parity(runs["fast"][0], reference_a)
+    assert_parity(runs["fast"][1], reference_b)
 
 
 # ----------------------------------------------------------------------------- overload
@@ -401,6 +445,14 @@ async def test_repeated_image_is_a_cache_hit(server: ServerProcess) -> None:
         ] == "hit"
         flat = await post(server.url, data, query="?world=false", client=client)
         assert flat.body["cache"] == "miss" and "pose_world" not in flat.body
+        # The exact path has entries of its own: never served from the default path's.
+        exact = await post(server.url, data, query="?mode=exact", client=client)
+        assert (exact.body["cache"], exact.body["mode"]) == ("miss", "exact")
+        again = await post(server.url, data, query="?mode=exact", client=client)
+        assert (again.body["cache"], again.body["mode"]) == ("hit", "exact")
+        assert all(again.body[n] == exact.body[n] for n in protocol.PART_NAMES)
+        fast = await post(server.url, data, client=client)
+        assert (fast.body["cache"], fast.body["mode"]) == ("hit", "fast")
 
 
 def _free_port() -> int:

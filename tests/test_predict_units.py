@@ -144,8 +144,19 @@ def test_cache_key_covers_image_options_and_model() -> None:
         cache_key(data, parse_options({"world": "false"}), "m1"),
         cache_key(data, parse_options({"parts": "pose"}), "m1"),
         cache_key(data, parse_options({}), "m2"),
+        cache_key(data, parse_options({"mode": "exact"}), "m1"),
     }
-    assert base not in others and len(others) == 4
+    assert base not in others and len(others) == 5
+    assert base == cache_key(data, parse_options({"mode": "fast"}), "m1")
+
+
+def test_mode_is_fast_unless_exact_is_asked_for() -> None:
+    assert parse_options({}).mode == "fast" and not parse_options({}).exact
+    exact = parse_options({"mode": "EXACT", "parts": "pose"})
+    assert exact.mode == "exact" and exact.exact and exact.pipeline == "pose"
+    for bad in ("", "slow", "fresh"):
+        err = refused(parse_options, {"mode": bad})
+        assert (err.status, err.code) == (400, "bad_request") and "mode" in err.message
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -157,11 +168,11 @@ def test_response_body_is_a_result_without_seq_ts_dropped() -> None:
         "pose": protocol.round_landmarks(rng.random((33, 5))),
         "face": None,
     }
-    stored = landmark_body(640, 480, "holistic", parts)
+    stored = landmark_body(640, 480, "holistic", parts, "exact")
     timing = protocol.Timing(1.0, 2.0, 3.0, 6.5)
     body = orjson.loads(response_body(stored, timing, "miss"))
     assert {"seq", "ts", "dropped"}.isdisjoint(body)
-    assert body["type"] == "result" and body["cache"] == "miss"
+    assert body["type"] == "result" and body["cache"] == "miss" and body["mode"] == "exact"
     assert body["timing"] == timing.to_json() and body["face"] is None
     decoded = protocol.decode_result_json(body)
     assert np.array_equal(decoded.parts["pose"], parts["pose"])
@@ -240,20 +251,56 @@ class FakeDetector:
         self.closed = True
 
 
-def make_predictor(created: list[FakeDetector]) -> ImagePredictor:
+def make_predictor(created: list[FakeDetector],
+                   composite: list[FakeDetector] | None = None) -> ImagePredictor:
     models = {name: media("messi5.jpg") for name in ("holistic", "pose")}
     return ImagePredictor(
         models,  # type: ignore[arg-type]
         lambda data: np.full((4, 4, 3), data[0], np.uint8),
         factory=lambda pipeline: FakeDetector(created),
+        composite=None if composite is None else (lambda: StatelessDetector(composite)),
     )
+
+
+class StatelessDetector(FakeDetector):
+    """Like a composite holistic detector: keeps no state, so it may be used again."""
+
+    def detect(self, rgb: np.ndarray, ts: int | None) -> dict[str, Any]:
+        self.uses += 1
+        return {"pose": None if rgb.max() == 0 else np.ones((33, 5), np.float32)}
+
+
+def test_default_holistic_path_reuses_one_composite_and_exact_takes_a_clean_landmarker() -> None:
+    created: list[FakeDetector] = []
+    composites: list[FakeDetector] = []
+    predictor = make_predictor(created, composites)
+    for value in (1, 0, 1, 1):
+        _, _, parts, _, _ = predictor.predict("holistic", ("pose",), bytes([value]))
+        assert (parts["pose"] is not None) == (value == 1)
+    assert len(composites) == 1 and composites[0].uses == 4
+    assert created == []  # no holistic landmarker was built for the default path
+    _, _, parts, _, _ = predictor.predict("holistic", ("pose",), b"\x01", exact=True)
+    assert parts["pose"] is not None and any(d.spent for d in created)
+    assert composites[0].uses == 4
+    predictor.close()
+    assert composites[0].closed
+
+
+def test_default_holistic_path_without_its_models_is_unavailable() -> None:
+    predictor = make_predictor([])  # holistic and pose only: no face model
+    with pytest.raises(ImageError) as info:
+        predictor.predict("holistic", ("pose",), b"\x01")
+    assert info.value.code == "pipeline_unavailable" and "mode=exact" in info.value.message
+    predictor.close()
 
 
 def test_holistic_landmarkers_are_one_shot_unless_they_found_nothing() -> None:
     created: list[FakeDetector] = []
     predictor = make_predictor(created)
     for value in (1, 0, 0, 1, 1, 0, 1):
-        width, height, parts, _, _ = predictor.predict("holistic", ("pose", "face"), bytes([value]))
+        width, height, parts, _, _ = predictor.predict(
+            "holistic", ("pose", "face"), bytes([value]), exact=True
+        )
         assert (width, height) == (4, 4) and set(parts) == {"pose", "face"}
         assert (parts["pose"] is not None) == (value == 1)
     deadline = time.monotonic() + 5  # the refill thread restocks and closes the spent ones
@@ -277,7 +324,7 @@ def test_stateless_pipelines_reuse_one_landmarker_and_failures_are_reported() ->
         predictor.predict("face", ("face",), b"\x01")
     assert info.value.code == "pipeline_unavailable"
     with pytest.raises(ImageError) as info:
-        predictor.predict("holistic", ("pose",), b"\xff")
+        predictor.predict("holistic", ("pose",), b"\xff", exact=True)
     assert info.value.code == "internal" and "native failure" in info.value.message
     before = len(created)
     for _ in range(3):

@@ -36,6 +36,7 @@ from server.predict.policy import (
     probe,
     response_body,
 )
+from server.predict.worker import COMPOSITE_MODELS
 from server.workers.messages import Predicted, PredictError
 
 log = logging.getLogger("holistream.predict")
@@ -149,7 +150,7 @@ async def _run_job(
     watcher = asyncio.create_task(_watch(request, handler, gone), name="predict-watch")
     try:
         async with asyncio.timeout(core.config.predict_timeout_s):
-            return await core.predict(options.pipeline, options.wanted, data)
+            return await core.predict(options.pipeline, options.wanted, data, exact=options.exact)
     except asyncio.CancelledError:
         if not gone:
             raise
@@ -159,6 +160,13 @@ async def _run_job(
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+def _models_needed(options: Options) -> tuple[str, ...]:
+    """The model files an answer depends on (the fast holistic path runs three bundles)."""
+    if options.pipeline == "holistic" and not options.exact:
+        return COMPOSITE_MODELS
+    return (options.pipeline,)
 
 
 def _admission(core: Core, svc: PredictService) -> Verdict:
@@ -199,14 +207,15 @@ async def predict(request: web.Request) -> web.StreamResponse:
         if not core.ready:
             error = RequestError(503, "not_ready", "the server is warming up")
             return _refuse(core, error, cfg.retry_after_s)
-        if options.pipeline not in core.models:
+        needed = _models_needed(options)
+        if missing := [name for name in needed if name not in core.models]:
             raise RequestError(
-                503, "pipeline_unavailable", f"no {options.pipeline} model on this server"
+                503, "pipeline_unavailable", f"no {', '.join(missing)} model on this server"
             )
     except RequestError as exc:
         return _refuse(core, exc)
 
-    key = cache_key(data, options, svc.model_id(options.pipeline))
+    key = cache_key(data, options, ",".join(svc.model_id(name) for name in needed))
     cached = await svc.cache.get(key)
     if cached is not None:
         total_ms = (time.perf_counter() - started) * 1000
@@ -246,7 +255,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
             log.error("predict: inference failed: %s", reply.message)
         return _refuse(core, image_error(reply.code, reply.message))
     width, height, parts, decode_ms, inference_ms = reply.image
-    landmarks = landmark_body(width, height, options.pipeline, parts)
+    landmarks = landmark_body(width, height, options.pipeline, parts, options.mode)
     svc.remember(key, landmarks)
     total_ms = (time.perf_counter() - started) * 1000
     timing = protocol.Timing(

@@ -136,8 +136,8 @@ class CompositeHolistic:
             return None, None
         rect = roi.hand_roi_from_pose(pose[wrist], pose[pinky], pose[index], width, height)
         out = self._recrop(crop(rgb, rect, self._recrop.size, cv2.BORDER_REPLICATE))
-        guide = out["output_crop"][:4].reshape(2, 2) / self._recrop.size
-        guide = roi.from_crop(guide, rect, width, height)
+        guide = roi.from_crop(out["output_crop"][:4].reshape(2, 2) / self._recrop.size, rect,
+                              width, height)
         rect = roi.hand_roi_from_recrop(guide[0], guide[1], width, height)
         out = self._hand(crop(rgb, rect, self._hand.size, cv2.BORDER_REPLICATE))
         if not float(out["Identity_1"][0]) > HAND_PRESENCE:

@@ -25,6 +25,9 @@ from server.workers.imaging import ImageError, sniff
 RAW_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/webp", "application/octet-stream"})
 MULTIPART: Final = "multipart/form-data"
 CACHE_VERSION: Final = "1"
+# How a holistic image is answered (docs/predict.md): "fast" composes stateless landmarkers on
+# the regions Holistic derives from the pose; "exact" runs a fresh HolisticLandmarker.
+MODES: Final = ("fast", "exact")
 
 # HTTP status of each image error code (the codes are the protocol's, docs/protocol.md).
 IMAGE_STATUS: Final[Mapping[str, int]] = {
@@ -52,10 +55,15 @@ class Options:
     world: bool
     pipeline: str
     wanted: tuple[str, ...]  # wire part names, in wire order
+    mode: str = "fast"  # one of MODES
+
+    @property
+    def exact(self) -> bool:
+        return self.mode == "exact"
 
 
 def parse_options(query: Mapping[str, str]) -> Options:
-    """`?parts=face,hands,pose&world=true|false` (both optional)."""
+    """`?parts=face,hands,pose&world=true|false&mode=fast|exact` (all optional)."""
     try:
         parts = protocol.parse_parts(query.get("parts", "face,hands,pose"), code="bad_request")
     except protocol.ProtocolError as exc:
@@ -64,7 +72,11 @@ def parse_options(query: Mapping[str, str]) -> Options:
     if world_text not in ("true", "false", "1", "0"):
         raise RequestError(400, "bad_request", "'world' must be true or false")
     world = world_text in ("true", "1")
-    return Options(parts, world, protocol.pipeline_for(parts), protocol.wire_parts(parts, world))
+    mode = query.get("mode", "fast").lower()
+    if mode not in MODES:
+        raise RequestError(400, "bad_request", f"'mode' must be one of {', '.join(MODES)}")
+    pipeline = protocol.pipeline_for(parts)
+    return Options(parts, world, pipeline, protocol.wire_parts(parts, world), mode)
 
 
 def body_kind(content_type: str) -> str:
@@ -114,9 +126,11 @@ def image_error(code: str, message: str) -> RequestError:
 
 
 def cache_key(data: bytes, options: Options, model_id: str) -> str:
-    """Same image bytes, same options, same model: same answer (so it may be shared)."""
+    """Same image bytes, same options, same model: same answer (so it may be shared). The mode
+    is part of it: the fast and exact paths may differ slightly."""
     digest = hashlib.sha256()
-    for piece in (CACHE_VERSION, model_id, options.pipeline, ",".join(options.wanted)):
+    pieces = (CACHE_VERSION, model_id, options.pipeline, ",".join(options.wanted), options.mode)
+    for piece in pieces:
         digest.update(piece.encode())
         digest.update(b"\0")
     digest.update(data)
@@ -174,13 +188,15 @@ class StartEstimator:
 
 
 def landmark_body(
-    width: int, height: int, pipeline: str, parts: Mapping[str, Array | None]
+    width: int, height: int, pipeline: str, parts: Mapping[str, Array | None], mode: str = "fast"
 ) -> bytes:
-    """The result object without `timing` and `cache`: what the cache stores."""
+    """The result object without `timing` and `cache`, with the `mode` that answered: what the
+    cache stores."""
     result = protocol.Result(0, 0, 0.0, 0, width, height, pipeline, dict(parts))
     obj: dict[str, Any] = protocol.result_to_json_obj(result)
     for name in ("seq", "ts", "dropped", "timing"):
         obj.pop(name, None)
+    obj["mode"] = mode
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

@@ -1,4 +1,4 @@
-"""Worker side of the single-image API: every answer equals a fresh IMAGE-mode landmarker's.
+"""Worker side of the single-image API: no answer depends on the images before it.
 
 What carries over between images (measured, see docs/predict.md): FaceLandmarker, PoseLandmarker
 and HandLandmarker in IMAGE mode keep no state, so one of each is created once and reused. The
@@ -12,8 +12,15 @@ that found no pose touched no filter and goes back to the stock. (Warming a new 
 image would also leave it clean and take its lazy set-up off the request's path, but it costs
 more CPU than it saves: measured in docs/predict.md, so it is not done.)
 
+That clean stock is the *exact* path (`?mode=exact`). The default path for holistic images
+needs no landmarker creation at all: server.predict.composite computes what a fresh holistic
+landmarker would from stateless parts (PoseLandmarker, FaceLandmarker, the hand models), one
+of them per worker, reused; it agrees with the exact path within the figures published in
+docs/predict.md, at the cost of a reused landmarker.
+
 The contract with server.workers.process: `ImagePredictor(models, decode).predict(pipeline,
-wanted, data)` returns an ImageLandmarks (server.workers.messages) or raises ImageError.
+wanted, data, exact=False)` returns an ImageLandmarks (server.workers.messages) or raises
+ImageError.
 `inference_ms` includes any wait for a clean holistic landmarker.
 """
 
@@ -31,6 +38,8 @@ from server.workers.messages import ImageLandmarks
 
 # Clean holistic landmarkers kept ready per worker (each holds about 130 MB).
 SPARES = 1
+# What the default (composite) holistic path runs on.
+COMPOSITE_MODELS = ("holistic", "pose", "face")
 
 Factory = Callable[[str], Any]
 
@@ -130,15 +139,17 @@ class ImagePredictor:
         decode: Callable[[bytes], Any],
         *,
         factory: Factory | None = None,
+        composite: Callable[[], Any] | None = None,
         spares: int = SPARES,
     ) -> None:
         self.models = models
         self.decode = decode
         self._factory = factory or self._create
         self._reused: dict[str, Any] = {}  # stateless in IMAGE mode: face, pose, hands
-        self._stock: CleanStock | None = None
-        if "holistic" in models:
-            self._stock = CleanStock(lambda: self._factory("holistic"), spares)
+        self._composite: Any = None  # server.predict.composite, created on first use
+        self._composite_factory = composite
+        self._stock: CleanStock | None = None  # created on the first exact holistic image
+        self._spares = spares
         # Close before the interpreter shuts down: MediaPipe dispatches each call on its own
         # executor thread, and those refuse work once threading has begun to shut down.
         Finalize(self, self.close, exitpriority=10)
@@ -148,14 +159,16 @@ class ImagePredictor:
 
         return pipelines.create(pipeline, self.models[pipeline], (), video=False)
 
-    def predict(self, pipeline: str, wanted: tuple[str, ...], data: bytes) -> ImageLandmarks:
+    def predict(
+        self, pipeline: str, wanted: tuple[str, ...], data: bytes, *, exact: bool = False
+    ) -> ImageLandmarks:
         if pipeline not in self.models:
             raise ImageError("pipeline_unavailable", f"no {pipeline} model on this server")
         t0 = time.perf_counter()
         rgb = self.decode(data)
         t1 = time.perf_counter()
         try:
-            found = self._detect(pipeline, rgb)
+            found = self._detect(pipeline, rgb, exact)
         except ImageError:
             raise
         except Exception as exc:  # the worker must survive a native failure and say so
@@ -165,13 +178,34 @@ class ImagePredictor:
         parts = {name: found.get(name) for name in wanted}
         return ImageLandmarks(width, height, parts, (t1 - t0) * 1000, (t2 - t1) * 1000)
 
-    def _detect(self, pipeline: str, rgb: Any) -> dict[str, Any]:
-        if pipeline != "holistic" or self._stock is None:
+    def _composite_detector(self) -> Any:
+        if self._composite is None:
+            if self._composite_factory is not None:
+                self._composite = self._composite_factory()
+            else:
+                missing = [n for n in COMPOSITE_MODELS if n not in self.models]
+                if missing:
+                    raise ImageError("pipeline_unavailable",
+                                     f"the default holistic path needs the {missing} models; "
+                                     "use mode=exact")
+                from server.predict.composite import CompositeHolistic  # heavy: worker only
+
+                self._composite = CompositeHolistic(self.models)
+        return self._composite
+
+    def _detect(self, pipeline: str, rgb: Any, exact: bool) -> dict[str, Any]:
+        if pipeline == "holistic" and not exact:
+            composite: dict[str, Any] = self._composite_detector().detect(rgb, None)
+            return composite
+        if pipeline == "holistic" and self._stock is None:
+            self._stock = CleanStock(lambda: self._factory("holistic"), self._spares)
+        if pipeline != "holistic":
             detector = self._reused.get(pipeline)
             if detector is None:
                 detector = self._reused[pipeline] = self._factory(pipeline)
             found: dict[str, Any] = detector.detect(rgb, None)
             return found
+        assert self._stock is not None
         detector = self._stock.take()
         try:
             found = detector.detect(rgb, None)
@@ -187,6 +221,9 @@ class ImagePredictor:
     def close(self) -> None:
         if self._stock is not None:
             self._stock.close()
+        if self._composite is not None:
+            self._composite.close()
+            self._composite = None
         for detector in self._reused.values():
             detector.close()
         self._reused.clear()

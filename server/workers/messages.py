@@ -64,6 +64,7 @@ class Predict:
     pipeline: str
     wanted: tuple[str, ...]
     image: bytes
+    exact: bool = False  # holistic: a fresh HolisticLandmarker instead of server.predict.composite
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ class PredictJob:
     wanted: tuple[str, ...]
     data: bytes
     future: asyncio.Future[m.Predicted | m.PredictError]
+    exact: bool = False
     started: bool = False
 
 
@@ -267,7 +268,7 @@ class WorkerPool(Generic[S]):
         return sum(1 for job in self.jobs.values() if not job.started)
 
     async def predict(
-        self, pipeline: str, wanted: tuple[str, ...], data: bytes
+        self, pipeline: str, wanted: tuple[str, ...], data: bytes, *, exact: bool = False
     ) -> m.Predicted | m.PredictError:
         """Run one image on the least busy worker; the worker's images take one turn together
         in its round-robin. Cancelling the call before the job starts withdraws it (a client
@@ -281,7 +282,7 @@ class WorkerPool(Generic[S]):
         future: asyncio.Future[m.Predicted | m.PredictError] = (
             asyncio.get_running_loop().create_future()
         )
-        job = PredictJob(key, pipeline, wanted, data, future)
+        job = PredictJob(key, pipeline, wanted, data, future, exact)
         self.jobs[key] = job
         worker.images.append(job)
         worker.scheduler.ready(IMAGES)
@@ -318,7 +319,9 @@ class WorkerPool(Generic[S]):
                     worker.scheduler.ready(IMAGES)  # the next image waits for the next round
                 job.started = True
                 worker.in_flight.append(job.key)
-                self._send(worker, m.Predict(job.key, job.pipeline, job.wanted, job.data))
+                self._send(
+                    worker, m.Predict(job.key, job.pipeline, job.wanted, job.data, job.exact)
+                )
                 continue
             session = self.sessions.get(sid)
             if session is None:

@@ -163,7 +163,7 @@ class Worker:
 
             self._predictor = ImagePredictor(self.settings.models, self._decode)
         try:
-            image = self._predictor.predict(msg.pipeline, msg.wanted, msg.image)
+            image = self._predictor.predict(msg.pipeline, msg.wanted, msg.image, exact=msg.exact)
         except self._imaging.ImageError as exc:
             return m.PredictError(msg.key, exc.code, exc.message)
         return m.Predicted(msg.key, image)
