@@ -13,6 +13,7 @@ Settings (environment):
   HOLISTREAM_LOCUST_IMAGES  folders of .jpg/.jpeg/.png/.webp, separated by ':' (default: the
                             repository's test and server fixtures)
   HOLISTREAM_LOCUST_PARTS   parts query, e.g. "pose,hands" (default: all)
+  HOLISTREAM_LOCUST_MODE    mode query, "fast" or "exact" (default: the server's, fast)
   HOLISTREAM_LOCUST_WAIT    "min,max" seconds between a user's requests (default "0.5,1.5")
   HOLISTREAM_LOCUST_UNIQUE  "1": make every upload's bytes unique (same pixels), so no result
                             cache can answer (for measuring inference, not the cache)
@@ -87,6 +88,8 @@ def check(body: Any, wanted: tuple[str, ...], expect_pose: bool) -> str | None:
 
 IMAGES = load_images(os.environ.get("HOLISTREAM_LOCUST_IMAGES"))
 PARTS = os.environ.get("HOLISTREAM_LOCUST_PARTS", "")
+MODE = os.environ.get("HOLISTREAM_LOCUST_MODE", "")
+QUERY = "&".join(f"{k}={v}" for k, v in (("parts", PARTS), ("mode", MODE)) if v)
 WANTED = expected_parts(PARTS)
 WAIT = tuple(float(x) for x in os.environ.get("HOLISTREAM_LOCUST_WAIT", "0.5,1.5").split(","))
 UNIQUE = os.environ.get("HOLISTREAM_LOCUST_UNIQUE") == "1"
@@ -105,7 +108,7 @@ class PredictUser(HttpUser):
         if UNIQUE:  # bytes after the image's end marker: same pixels, a new cache key
             data = data + b"\0locust-%d-%d" % (os.getpid(), next(_serial))
         headers = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
-        query = f"?parts={PARTS}" if PARTS else ""
+        query = f"?{QUERY}" if QUERY else ""
         with self.client.post(
             PATH + query,
             files={"file": (name, data, ctype)},

@@ -10,8 +10,9 @@ image hash. Its defects are faithful, not introduced: the point is to measure th
 
     python bench/baselines/flask_predict.py --port 8001 [--redis-url redis://127.0.0.1:6379/0]
 
-`--landmarker per-thread` reuses one landmarker per pool thread instead: faster, but its answers
-depend on the images before (kept only to show that; the comparison uses per-request).
+`--landmarker per-thread` reuses one landmarker per pool thread instead, as the classic design is
+usually written (and as bench/predict_compare.py runs it): no landmarker creation per image, so
+it is fast, but its answers depend on the images that thread saw before (docs/predict.md).
 """
 
 from __future__ import annotations
