@@ -77,11 +77,12 @@ def filter_native_logs(logger: str = "native") -> Callable[[], None]:
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
     original = os.dup(2)
+    out_fd = os.dup(original)  # the pump's own copy: `restore` may close `original` any time
     os.dup2(write_fd, 2)
     os.close(write_fd)
 
     def pump() -> None:
-        with os.fdopen(read_fd, "rb") as src, os.fdopen(os.dup(original), "wb", 0) as dst:
+        with os.fdopen(read_fd, "rb") as src, os.fdopen(out_fd, "wb", 0) as dst:
             for line in src:
                 if is_native_noise(line):
                     continue

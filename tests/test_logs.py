@@ -66,3 +66,16 @@ def test_server_json_logs(server_factory) -> None:
     assert any(m.startswith("ready:") for m in messages), messages
     assert any(m == "stopped" for m in messages)
     assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+
+
+def test_filter_restores_at_once_without_losing_lines(capfd) -> None:
+    """Restored right away (before the pump thread ran): the kept line still comes out and
+    fd 2 works again."""
+    for _ in range(20):
+        restore = logs.filter_native_logs()
+        os.write(2, b"INFO: [cpu_registry.cc:75] XNNPACK CPU accelerator registered.\n")
+        os.write(2, b"kept line\n")
+        restore()
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert err.count("kept line") == 20 and "after" in err and "XNNPACK" not in err
