@@ -93,10 +93,11 @@ class Core:
         await self.pool.start()
         if self.config.calibrate:
             await self._calibrate()
-        # Each worker keeps one clean holistic landmarker ready for single images.
-        self.admission.reserved_bytes = self.config.workers * self.admission.costs[
-            "holistic"
-        ].memory_bytes
+        # Single images, per worker: the fast path's pose and face landmarkers, and one clean
+        # holistic landmarker kept ready once the exact path has been used (docs/predict.md).
+        per_worker = sum(self.admission.costs[name].memory_bytes
+                         for name in ("holistic", "pose", "face") if name in self.models)
+        self.admission.reserved_bytes = self.config.workers * per_worker
         for name in protocol.PIPELINES:
             if name in self.models:
                 self.metrics.capacity.labels(name).set(self.admission.capacity(name))

@@ -265,7 +265,8 @@ def make_predictor(created: list[FakeDetector],
 class StatelessDetector(FakeDetector):
     """Like a composite holistic detector: keeps no state, so it may be used again."""
 
-    def detect(self, rgb: np.ndarray, ts: int | None) -> dict[str, Any]:
+    def detect(self, rgb: np.ndarray, ts: int | None,
+               wanted: tuple[str, ...] = ()) -> dict[str, Any]:
         self.uses += 1
         return {"pose": None if rgb.max() == 0 else np.ones((33, 5), np.float32)}
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,10 @@ class CompositeHolistic:
             self._recrop = _Model(bundle.read("hand_roi_refinement.tflite"))
             self._hand = _Model(bundle.read("hand_landmarks_detector.tflite"))
 
-    def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> Parts:
+    def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None,
+               wanted: Collection[str] | None = None) -> Parts:
+        """Every part, or those in `wanted` (the face and each hand are looked for only when
+        asked for: they never change the other parts)."""
         height, width = rgb.shape[:2]
         found = self._pose.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
         if not found.pose_landmarks:
@@ -110,11 +113,15 @@ class CompositeHolistic:
         pose = np.array([(p.x, p.y, p.z, p.visibility or 0.0, p.presence or 0.0)
                          for p in found.pose_landmarks[0]], dtype=np.float64)
         world = np.array([(p.x, p.y, p.z) for p in found.pose_world_landmarks[0]], np.float64)
-        parts: Parts = {"pose": round_landmarks(pose), "pose_world": round_landmarks(world),
-                        "face": self._face_part(rgb, pose, width, height)}
+        parts: Parts = dict(EMPTY)
+        parts["pose"], parts["pose_world"] = round_landmarks(pose), round_landmarks(world)
+        if wanted is None or "face" in wanted:
+            parts["face"] = self._face_part(rgb, pose, width, height)
         for side, wrist, pinky, index in SIDES:
-            hand = self._hand_part(rgb, pose, world, (wrist, pinky, index), width, height)
-            parts[f"{side}_hand"], parts[f"{side}_hand_world"] = hand
+            names = (f"{side}_hand", f"{side}_hand_world")
+            if wanted is None or not set(names).isdisjoint(wanted):
+                hand = self._hand_part(rgb, pose, world, (wrist, pinky, index), width, height)
+                parts[names[0]], parts[names[1]] = hand
         return parts
 
     def _face_part(self, rgb: np.ndarray, pose: np.ndarray, width: int,

@@ -168,7 +168,7 @@ class ImagePredictor:
         rgb = self.decode(data)
         t1 = time.perf_counter()
         try:
-            found = self._detect(pipeline, rgb, exact)
+            found = self._detect(pipeline, rgb, exact, wanted)
         except ImageError:
             raise
         except Exception as exc:  # the worker must survive a native failure and say so
@@ -193,9 +193,11 @@ class ImagePredictor:
                 self._composite = CompositeHolistic(self.models)
         return self._composite
 
-    def _detect(self, pipeline: str, rgb: Any, exact: bool) -> dict[str, Any]:
+    def _detect(
+        self, pipeline: str, rgb: Any, exact: bool, wanted: tuple[str, ...]
+    ) -> dict[str, Any]:
         if pipeline == "holistic" and not exact:
-            composite: dict[str, Any] = self._composite_detector().detect(rgb, None)
+            composite: dict[str, Any] = self._composite_detector().detect(rgb, None, wanted)
             return composite
         if pipeline == "holistic" and self._stock is None:
             self._stock = CleanStock(lambda: self._factory("holistic"), self._spares)
