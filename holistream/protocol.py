@@ -10,7 +10,7 @@ import math
 import re
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -89,10 +89,15 @@ def decode_frame(data: bytes) -> Frame:
     return Frame(frame_id, ts, bytes(memoryview(data)[FRAME_HEADER.size :]))
 
 
+LEGS = ("auto", "seated", "standing")
+
+
 @dataclass(frozen=True, slots=True)
 class RigOptions:
     smoothing: bool = True
     mirror: bool = False
+    legs: str = "auto"  # the legs' rest when not visible: one of LEGS
+    recenter: int = 0  # how many re-centres were asked for (`configure` {"recenter": true})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +160,14 @@ def _parse_rig(value: object, code: str) -> RigOptions | None:
         return RigOptions()
     if isinstance(value, dict):
         smoothing, mirror = value.get("smoothing", True), value.get("mirror", False)
-        if isinstance(smoothing, bool) and isinstance(mirror, bool):
-            return RigOptions(smoothing=smoothing, mirror=mirror)
-    raise ProtocolError(code, "'rig' must be a boolean or {'smoothing': bool, 'mirror': bool}")
+        legs = value.get("legs", "auto")
+        if isinstance(smoothing, bool) and isinstance(mirror, bool) and legs in LEGS:
+            return RigOptions(smoothing=smoothing, mirror=mirror, legs=legs)
+    raise ProtocolError(
+        code,
+        "'rig' must be a boolean or {'smoothing': bool, 'mirror': bool, "
+        "'legs': 'auto' | 'seated' | 'standing'}",
+    )
 
 
 def parse_hello(msg: Mapping[str, Any]) -> Hello:
@@ -170,7 +180,20 @@ def parse_hello(msg: Mapping[str, Any]) -> Hello:
 
 
 def parse_configure(msg: Mapping[str, Any], current: Hello) -> Hello:
-    return _parse_options(msg, current, code="bad_configure", allow_format=False)
+    """The session's options after a `configure`. `"recenter": true` asks the rig to take the
+    current pose as neutral (it counts up RigOptions.recenter); it needs the rig on."""
+    hello = _parse_options(msg, current, code="bad_configure", allow_format=False)
+    recenter = msg.get("recenter", False)
+    if not isinstance(recenter, bool):
+        raise ProtocolError("bad_configure", "'recenter' must be a boolean")
+    if recenter:
+        if hello.rig is None:
+            raise ProtocolError("bad_configure", "'recenter' needs the rig: ask for 'rig' first")
+        rig = replace(hello.rig, recenter=hello.rig.recenter + 1)
+        hello = replace(hello, rig=rig)
+    elif hello.rig is not None and current.rig is not None:
+        hello = replace(hello, rig=replace(hello.rig, recenter=current.rig.recenter))
+    return hello
 
 
 def _parse_options(msg: Mapping[str, Any], base: Hello, *, code: str, allow_format: bool) -> Hello:

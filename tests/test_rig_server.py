@@ -30,8 +30,10 @@ BODY = slice(0, len(BODY_BONES))
 JITTER_CUT_FINGERS = 5.0  # held-pose jitter, raw / smoothed, finger bones (measured 11.1)
 JITTER_CUT_BODY = 1.25  # body bones: MediaPipe has filtered pose landmarks already (measured 1.8)
 JITTER_CUT_ALL = 5.0  # all bones together (measured 5.1)
-SETTLE_FINGERS = 10  # frames until a finger bone settles after a step (measured 7, median 3)
-SETTLE_ADDED = 5  # frames the smoothing adds to any bone's settling (measured 4)
+# The step is a teleport (the mirror image): every bone that jumps over 40° is first doubted for
+# 3 results, then followed at 300°/s (server/rig/tracking.py), on top of the smoothing.
+SETTLE_FINGERS = 20  # frames until a finger bone settles after a step (measured 17, median 13)
+SETTLE_ADDED = 20  # frames smoothing and the motion gate add to any bone's settling (measured 17)
 
 def angle_deg(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Rotation angle between quaternions (either sign), along the last axis.

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import time
+from dataclasses import replace
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -228,10 +229,16 @@ async def _on_configure(core: Core, session: Session, msg: dict) -> None:
         session.error("hello_required", "send 'hello' first")
         return
     hello = protocol.parse_configure(msg, session.hello)
-    decision = await core.reconfigure(session, hello)
-    if not decision.admitted:
-        session.error("server_full", decision.reason)
-        return
+    old = session.hello
+    if old.rig is not None and hello.rig is not None and replace(hello, rig=old.rig) == old:
+        # Only the rig's options changed (legs, a re-centre): tracking goes on undisturbed.
+        session.configure(hello)
+        core.pool.set_rig(session)
+    else:
+        decision = await core.reconfigure(session, hello)
+        if not decision.admitted:
+            session.error("server_full", decision.reason)
+            return
     session.send_control(
         protocol.dumps(
             {

@@ -36,6 +36,13 @@ Big moves settle fastest because speed raises the cutoff. On a held pose with 1Â
 per frame, frame-to-frame jitter drops more than 5x at 30 fps; through the server, on real
 landmarks, 5.1x over all bones (docs/rig.md).
 
+Hands and forearms: their beta is HAND_BETA_SCALE times the others' (the hand's roll, which
+both carry, is MediaPipe's noisiest measure), so a hand's jitter is not taken for speed.
+
+Confidence: the arms', legs' and body's bones are smoothed harder when their part's confidence
+is low (the cutoff is scaled by confidence_scale(): 1 from 0.9 up, down to 0.25 at 0.45 and
+below, above 0), so MediaPipe's guesses at a half-hidden limb are damped rather than followed.
+
 enabled=False passes values through untouched apart from mirroring and the hemisphere alignment.
 A gap longer than max_gap seconds (tracking lost, stream paused) restarts the filter. Confidence
 is never filtered: it reports tracking state, which a consumer wants at once.
@@ -56,6 +63,7 @@ from server.rig.skeleton import (
     MIRROR_BONES,
     MIRROR_EXPRESSIONS,
     MIRROR_PARTS,
+    PART_INDEX,
     Rig,
 )
 
@@ -75,6 +83,35 @@ _GROUP = np.concatenate(
 ).astype(np.intp)
 NGROUPS = NB + 2 + NE
 _BLINKS = np.array([EXPRESSION_INDEX["Blink_L"], EXPRESSION_INDEX["Blink_R"]])
+HAND_BETA_SCALE = 0.3
+
+
+def _bone_part(name: str) -> int:
+    """The confidence part that scales a bone's smoothing, or -1 (never scaled)."""
+    side = "left" if name.startswith("Left") else "right"
+    if name.endswith(("UpperArm", "LowerArm")):
+        return PART_INDEX[side + "_arm"]
+    if name.endswith(("UpperLeg", "LowerLeg", "Foot")):
+        return PART_INDEX[side + "_leg"]
+    if name in ("Hips", "Spine", "Chest"):
+        return PART_INDEX["body"]
+    return -1
+
+
+# Per speed group: the part whose confidence scales its cutoff (-1: none).
+_GROUP_PART = np.array([_bone_part(n) for n in BONES] + [-1] * (NGROUPS - NB), dtype=np.intp)
+_SCALED = _GROUP_PART >= 0
+# Hands and forearms share the hand's roll, the noisiest thing MediaPipe measures (tens of
+# degrees from one result to the next on a still hand): their cutoff rises with speed less.
+_BETA = np.ones(NGROUPS)
+_BETA[[i for i, n in enumerate(BONES) if n.endswith(("Hand", "LowerArm"))]] = HAND_BETA_SCALE
+
+
+def confidence_scale(conf: F64) -> F64:
+    """Cutoff factor for a confidence: 1 at 0.9 and above, falling to 0.25 at 0.45 and below;
+    1 at 0 (a lost part: the motion gate, server/rig/tracking.py, holds or rests it)."""
+    scale = np.clip(0.25 + 0.75 * (conf - 0.45) / 0.45, 0.25, 1.0)
+    return np.asarray(np.where(conf <= 0.0, 1.0, scale), dtype=np.float64)
 
 
 def mirror_rig(rig: Rig) -> Rig:
@@ -149,7 +186,7 @@ class RigSmoother:
         elif dt == 0.0 and self._last is not None:  # same frame again
             return self._last.copy()
         else:
-            out = self._filter(x, dt)
+            out = self._filter(x, dt, src.confidence)
         self._x = out
         self._t = t_seconds
 
@@ -166,13 +203,15 @@ class RigSmoother:
         self._last = result
         return result.copy()
 
-    def _filter(self, x: F64, dt: float) -> F64:
+    def _filter(self, x: F64, dt: float, confidence: F64) -> F64:
         assert self._x is not None
         prev = self._x
         a_d = _alpha(self.d_cutoff, dt)
         self._dx += a_d * ((x - prev) / dt - self._dx)
         speed = np.sqrt(np.bincount(_GROUP, self._dx * self._dx, minlength=NGROUPS))
-        cutoff = self.min_cutoff + self.beta * speed[_GROUP]
+        scale = np.ones(NGROUPS)
+        scale[_SCALED] = confidence_scale(confidence[_GROUP_PART[_SCALED]])
+        cutoff = ((self.min_cutoff + self.beta * _BETA * speed) * scale)[_GROUP]
         a = 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff * dt))
         out = prev + a * (x - prev)
         q = quat.normalize(out[_Q].reshape(NB, 4))

@@ -16,7 +16,9 @@ rotation takes the rest pair (skeleton.REST_PRIMARY/REST_SECONDARY) onto the mea
 bones of a frame go through that in one numpy batch; locals are parent^-1 * child. Then:
 * Hips keep an upright secondary (world up), so leaning goes to Spine and Chest, which split the
   hips->shoulders rotation half and half; Neck and Head split chest->head the same way. Hips
-  that are not visible (seated, close-up: MediaPipe guesses them) take the shoulders' yaw.
+  that are not visible (seated, close-up: MediaPipe guesses them; see hips_hidden) stay at
+  rest, and the torso's lean measured against those guessed hips is damped to hidden_lean of
+  itself (the shoulders' own tilt and turn, which are seen, stay whole).
 * Nearly straight elbows/knees have no measurable hinge; the hinge then blends toward the rest
   hinge carried along by the shortest-arc swing, so the limb does not spin on noise.
 * The hand's twist about the forearm axis (pronation) moves into LowerArm, where it anatomically
@@ -28,7 +30,10 @@ Untracked bones stay at rest (identity local rotation).
 hips_position: the hip centre in metres, avatar axes, relative to the point on the camera's optical
 axis ref_depth metres away; depth comes from the metric-to-pixel torso size ratio and an assumed
 horizontal field of view (hfov_deg). x > 0 when the person moves to their right, y up, z toward
-the camera. Zero when pose or pose_world is missing.
+the camera. Zero when pose or pose_world is missing. When the hips are not visible the shoulders
+are measured instead (their centre, HIDDEN_HIPS_DROP metres above the hips, and their width for
+the scale): MediaPipe's guessed hips wander. A session reports it relative to its neutral
+(server/rig/session.py), so the reference point only matters to the solver alone.
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ _BODY_SEC = _weights(
 _LIMB_UPPER = np.array([B[limb[3]] for limb in LIMBS])
 # Hinge blending: sin(elbow angle) below STRAIGHT_LO uses the swing-carried rest hinge only.
 STRAIGHT_LO, STRAIGHT_HI = 0.08, 0.30
+HIDDEN_HIPS_DROP = 0.5  # metres from the shoulders' centre down to the hips, when those are hidden
 HEAD = B["Head"]
 # Per side: the Hand row, then the 15 finger rows in hands.FINGER_JOINTS order.
 HAND_ROWS = {
@@ -159,6 +165,7 @@ class RigSolver:
     ref_depth: distance (m) in front of the camera that maps to hips z = 0.
     leg_min_visibility: legs whose hip/knee/ankle visibility is below this stay at rest.
     forearm_twist: share of the hand's twist about the forearm moved into LowerArm (0..1).
+    hidden_lean: share of the measured torso lean kept when the hips are not visible (0..1).
     """
 
     def __init__(
@@ -168,13 +175,26 @@ class RigSolver:
         ref_depth: float = 2.0,
         leg_min_visibility: float = 0.5,
         forearm_twist: float = 1.0,
+        hidden_lean: float = 0.35,
     ) -> None:
         self.focal = 0.5 / math.tan(math.radians(hfov_deg) / 2.0)  # in image widths
         self.ref_depth = ref_depth
         self.leg_min_visibility = leg_min_visibility
         self.forearm_twist = forearm_twist
+        self.hidden_lean = hidden_lean
 
     def solve(self, lm: Landmarks) -> Rig:
+        """One frame's rig."""
+        return self.twist_forearms(self.solve_untwisted(lm))
+
+    def twist_forearms(self, rig: Rig) -> Rig:
+        """Moves each hand's twist about its forearm into LowerArm (in place; returns rig)."""
+        self._forearm_twist(rig.bones, rig.confidence)
+        return rig
+
+    def solve_untwisted(self, lm: Landmarks) -> Rig:
+        """The rig before twist_forearms: each Hand relative to an untwisted forearm (what a
+        stateful stage holds or blends, so the forearm follows the hand it is shown with)."""
         prim = REST_PRIMARY.copy()
         sec = REST_SECONDARY.copy()
         have = np.zeros(N, dtype=bool)
@@ -234,11 +254,10 @@ class RigSolver:
             pa = w[parent]
             rel = quat.mul1((-pa[0], -pa[1], -pa[2], pa[3]), tuple(w[b]))
             local[a] = local[b] = quat.power1(rel, 0.5)
-        self._forearm_twist(local, have)
 
         return Rig(
             quat.normalize(local),
-            self._hips_position(lm, pts),
+            self._hips_position(lm, pts, vis),
             expressions,
             head,  # finite: every input went through quat.clean
             np.minimum(np.maximum(conf, 0.0), 1.0),
@@ -251,8 +270,12 @@ class RigSolver:
         p = _BODY_PRIM @ pts
         s = _BODY_SEC @ pts
         s[0] = UP
-        if min(vis[L_HIP], vis[R_HIP]) < self.leg_min_visibility:
-            p[0] = p[1]  # hidden hips (seated, close-up) are guesses: follow the shoulders' yaw
+        if self.hips_hidden(vis):
+            # Hidden hips (seated, close-up) are guesses: the hips stay at rest, and the lean
+            # measured against them is damped toward upright.
+            p[0] = REST_PRIMARY[0]
+            up = unit(s[1])
+            s[1] = unit(UP + self.hidden_lean * (up - UP))
 
         torso, _ = frames(p[:2], s[:2])  # world frames of Hips and Chest
         upper, lower = p[3:7], p[7:11]  # left arm, right arm, left leg, right leg
@@ -284,13 +307,20 @@ class RigSolver:
         have[rows] = True
         return legs_ok
 
-    def _forearm_twist(self, local: F64, have: npt.NDArray[np.bool_]) -> None:
+    def hips_hidden(self, vis: F64) -> bool:
+        """Are the hips a guess? Either hip under leg_min_visibility, or no whole leg (hip,
+        knee, ankle) visible: MediaPipe rates hips just below the frame's edge as visible."""
+        thr = self.leg_min_visibility
+        legs = vis[_LIMB_PTS[2:]].min(-1)
+        return bool(min(vis[L_HIP], vis[R_HIP]) < thr or legs.max() < thr)
+
+    def _forearm_twist(self, local: F64, conf: F64) -> None:
         """Move the hand's twist about the forearm axis into LowerArm (hand world unchanged)."""
         if self.forearm_twist <= 0.0:
             return
-        for hand, fore, axis in _TWIST_ROWS:
-            if not (have[hand] and have[fore]):
-                continue
+        for (hand, fore, axis), arm in zip(_TWIST_ROWS, _CONF_LIMBS[:2], strict=True):
+            if local[hand, 3] >= 1.0 - 1e-12 or conf[arm] <= 0.0:
+                continue  # no hand rotation, or an untracked forearm: it stays at rest
             h = tuple(local[hand].tolist())
             t = quat.twist1(h, axis)
             if self.forearm_twist != 1.0:
@@ -298,30 +328,31 @@ class RigSolver:
             local[fore] = quat.mul1(tuple(local[fore].tolist()), t)
             local[hand] = quat.mul1((-t[0], -t[1], -t[2], t[3]), h)
 
-    def _hips_position(self, lm: Landmarks, pts: F64 | None) -> F64:
+    def _hips_position(self, lm: Landmarks, pts: F64 | None, vis: F64) -> F64:
         pose, world = lm.get("pose"), lm.get("pose_world")
         if pts is None or pose is None or world is None or pose.shape[0] != world.shape[0]:
             return np.zeros(3)
         img = clean(pose[:, :3]) * (lm.width, lm.height, lm.width)
         met = clean(world[:, :3])
         # Torso segments: shoulders, hips, both flanks; metres over pixels at the person's depth.
-        a = np.array([L_SH, L_HIP, L_SH, R_SH])
-        b = np.array([R_SH, R_HIP, L_HIP, R_HIP])
+        hidden = self.hips_hidden(vis)
+        a = np.array([L_SH] if hidden else [L_SH, L_HIP, L_SH, R_SH])
+        b = np.array([R_SH] if hidden else [R_SH, R_HIP, L_HIP, R_HIP])
         metric = np.sqrt(((met[a] - met[b]) ** 2).sum(-1)).sum()
         pixels = np.sqrt(((img[a] - img[b]) ** 2).sum(-1)).sum()
         if pixels < 1e-6 or metric < 1e-6:
             return np.zeros(3)
         m_per_px = float(metric / pixels)
-        cx, cy = 0.5 * (img[L_HIP, :2] + img[R_HIP, :2])
+        anchor = (L_SH, R_SH) if hidden else (L_HIP, R_HIP)
+        cx, cy = 0.5 * (img[anchor[0], :2] + img[anchor[1], :2])
         depth = self.focal * lm.width * m_per_px
-        out = np.array(
+        return np.array(
             [
                 -(cx - lm.width / 2) * m_per_px,
-                -(cy - lm.height / 2) * m_per_px,
+                -(cy - lm.height / 2) * m_per_px - (HIDDEN_HIPS_DROP if hidden else 0.0),
                 self.ref_depth - depth,
             ]
         )
-        return out
 
 
 def _pose_points(lm: Landmarks) -> tuple[F64 | None, F64]:

@@ -112,10 +112,13 @@ class Worker:
         return m.Opened(msg.request, sid, pipeline, (time.perf_counter() - t0) * 1000)
 
     def set_rig(self, msg: m.SetRig) -> None:
-        """Turn the rig on or off for a live session (a subscriber asked for it)."""
+        """Turn the rig on or off for a live session (a subscriber asked for it), or change its
+        options (a `configure` that changed only the rig's)."""
         tracker = self.trackers.get(msg.sid)
         if tracker is not None and (tracker.rig is None) != (msg.rig is None):
             tracker.rig = self._make_rig(msg.rig)
+        elif tracker is not None and tracker.rig is not None:
+            tracker.rig.update(msg.rig)  # new legs, a re-centre: tracking goes on
 
     def close(self, msg: m.Close) -> None:
         tracker = self.trackers.pop(msg.sid, None)
