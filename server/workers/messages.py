@@ -40,7 +40,7 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class SetRig:
-    """Turn a live session's rig on (options) or off (None); no reply."""
+    """Turn a live session's rig on (options) or off (None), or change its options; no reply."""
 
     sid: str
     rig: RigOptions | None

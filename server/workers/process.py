@@ -117,7 +117,7 @@ class Worker:
         tracker = self.trackers.get(msg.sid)
         if tracker is not None and (tracker.rig is None) != (msg.rig is None):
             tracker.rig = self._make_rig(msg.rig)
-        elif tracker is not None and tracker.rig is not None:
+        elif tracker is not None and tracker.rig is not None and msg.rig is not None:
             tracker.rig.update(msg.rig)  # new legs, a re-centre: tracking goes on
 
     def close(self, msg: m.Close) -> None:
