@@ -38,6 +38,7 @@ __all__ = [
 BUNDLES: Mapping[str, str] = MappingProxyType(
     {
         "holistic": "holistic_landmarker.task",
+        "holistic_lite": "holistic_landmarker_lite.task",  # lite hand model (not official)
         "face": "face_landmarker.task",
         "pose": "pose_landmarker.task",
         "hands": "hand_landmarker.task",
@@ -122,8 +123,9 @@ def _provision(
 
             counts.update(self_check(name, staged))
 
-        if allow_download:
-            from .download import fetch_official
+        from .download import OFFICIAL, fetch_official
+
+        if allow_download and name in OFFICIAL:  # holistic_lite exists only as a local build
 
             try:
                 digest = fetch_official(name, dest, verify=verify)

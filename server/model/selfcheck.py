@@ -25,6 +25,8 @@ Counts = dict[str, int]
 # So it must find at least one hand, with 21 points on every hand found.
 EXPECTED: dict[str, tuple[str, Counts]] = {
     "holistic": ("messi5.jpg", {"face": 478, "pose": 33, "left_hand": 21, "right_hand": 21}),
+    "holistic_lite": (
+        "messi5.jpg", {"face": 478, "pose": 33, "left_hand": 21, "right_hand": 21}),
     "face": ("astronaut_face.jpg", {"face": 478}),
     "pose": ("messi5.jpg", {"pose": 33}),
     "hands": ("messi5.jpg", {"hands": 1, "hand_points": 21}),
@@ -45,7 +47,7 @@ def _landmarker(name: str, model: Path) -> Any:
 
     base = BaseOptions(model_asset_path=str(model))
     mode = vision.RunningMode.IMAGE
-    if name == "holistic":
+    if name in ("holistic", "holistic_lite"):
         return vision.HolisticLandmarker.create_from_options(
             vision.HolisticLandmarkerOptions(base_options=base, running_mode=mode)
         )
@@ -66,7 +68,7 @@ def _landmarker(name: str, model: Path) -> Any:
 
 def _counts(name: str, result: Any) -> tuple[Counts, Sequence[Any], Sequence[Any]]:
     """(counts, face points, pose points) of one result, whatever the task type."""
-    if name == "holistic":
+    if name in ("holistic", "holistic_lite"):
         face, pose = result.face_landmarks or [], result.pose_landmarks or []
         counts = {"face": len(face), "pose": len(pose),
                   "left_hand": len(result.left_hand_landmarks or []),

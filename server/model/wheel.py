@@ -21,13 +21,14 @@ from .face_spec import Refinement, find_face_refinements
 WHEEL_SPEC = "mediapipe==0.10.21"
 _WHEEL_GLOB = "mediapipe-0.10.21-*.whl"
 _MODULES = "mediapipe/modules/"
-# The legacy files the four bundles are made of, by their path under mediapipe/modules/.
+# The legacy files the bundles are made of, by their path under mediapipe/modules/.
 LEGACY_FILES = (
     "pose_detection/pose_detection.tflite",
     "pose_landmark/pose_landmark_full.tflite",
     "face_detection/face_detection_short_range.tflite",
     "face_landmark/face_landmark_with_attention.tflite",
     "hand_landmark/hand_landmark_full.tflite",
+    "hand_landmark/hand_landmark_lite.tflite",
     "holistic_landmark/hand_recrop.tflite",
     "palm_detection/palm_detection_full.tflite",
 )
