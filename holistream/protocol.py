@@ -29,13 +29,18 @@ RIG_HEADER = struct.Struct("<HH")
 RIG_FLAG: Final = 1 << 8
 RIG_CONFIDENCE_COUNT: Final = 8
 
-PIPELINES: tuple[str, ...] = ("holistic", "face", "pose", "hands")
+PIPELINES: tuple[str, ...] = ("holistic", "face", "pose", "hands", "holistic_lite")
+MODELS: tuple[str, ...] = ("full", "lite")  # hello `model`: "lite" runs holistic_lite
 FORMATS: tuple[str, ...] = ("json", "binary")
 ALL_GROUPS: tuple[str, ...] = ("face", "hands", "pose")
 # Frames a producer may have unanswered: one in inference and one waiting behind it; a third
 # would only supersede the waiting one (ready.limits.max_in_flight).
 MAX_IN_FLIGHT: Final = 2
-DROP_REASONS: tuple[str, ...] = ("superseded", "stale", "worker_lost", "backpressure", "closing")
+DROP_REASONS: tuple[str, ...] = (
+    "superseded", "stale", "worker_lost", "backpressure", "closing", "over_grant",
+)  # fmt: skip
+# Why the server sent a `grant` message (docs/protocol.md).
+GRANT_REASONS: tuple[str, ...] = ("capacity_freed", "capacity_tightened", "configured")
 ROUND_DECIMALS: Final = 4
 DEFAULT_FPS: Final = 15.0  # the rate a session is priced at when its client does not say
 MAX_FPS: Final = 240.0
@@ -106,8 +111,9 @@ class Hello:
     world: bool = True
     format: str = "json"
     rig: RigOptions | None = None
-    fps: float = DEFAULT_FPS
+    fps: float = DEFAULT_FPS  # the rate asked for; the server grants at most this
     client: str = ""
+    model: str = "full"  # "lite": holistic runs with the lite hand model (holistic_lite)
 
 
 def parse_message(text: str | bytes) -> dict[str, Any]:
@@ -211,12 +217,17 @@ def _parse_options(msg: Mapping[str, Any], base: Hello, *, code: str, allow_form
     client = msg.get("client", base.client)
     if not isinstance(client, str):
         raise ProtocolError(code, "'client' must be a string")
-    return Hello(parts, world, fmt, rig, fps, client[:100])
+    model = msg.get("model", base.model)
+    if model not in MODELS:
+        raise ProtocolError(code, "'model' must be 'full' or 'lite'")
+    return Hello(parts, world, fmt, rig, fps, client[:100], model)
 
 
-def pipeline_for(parts: Sequence[str]) -> str:
+def pipeline_for(parts: Sequence[str], model: str = "full") -> str:
     """The cheapest pipeline that delivers `parts` (docs/protocol.md, Pipelines)."""
-    return parts[0] if len(parts) == 1 else "holistic"
+    if len(parts) == 1:
+        return parts[0]
+    return "holistic_lite" if model == "lite" else "holistic"
 
 
 def wire_parts(parts: Sequence[str], world: bool) -> tuple[str, ...]:
@@ -427,6 +438,12 @@ def error_message(code: str, message: str, *, frame: int | None = None, fatal: b
     obj: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
     if frame is not None:
         obj["frame"] = frame
+    return dumps(obj)
+
+
+def grant_message(fps: float, requested: float, floor: float, reason: str) -> str:
+    """The rate a session may send at from now on (docs/protocol.md, `grant`)."""
+    obj = {"type": "grant", "fps": fps, "requested": requested, "floor": floor, "reason": reason}
     return dumps(obj)
 
 

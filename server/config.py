@@ -31,7 +31,8 @@ class Config:
     # Admission control: a session is admitted only while all three budgets hold.
     max_sessions: int = 64
     memory_budget_mb: float = 0.0  # 0 = 70 % of the memory available at start-up
-    cpu_overcommit: float = 1.0  # reservable worker time as a multiple of what exists
+    cpu_overcommit: float = 1.0  # grantable CPU time as a multiple of what exists
+    floor_fps: float = 10.0  # a session is refused only when not even this rate can be granted
     retry_after_s: int = 5
     # Backpressure and limits.
     max_frame_age_ms: float = 500.0
@@ -89,7 +90,8 @@ _HELP: dict[str, str] = {
     "log_format": "text, or json: one JSON object per log line",
     "max_sessions": "hard cap on live streaming sessions",
     "memory_budget_mb": "memory the landmarkers may use (0 = 70%% of available)",
-    "cpu_overcommit": "admit sessions up to this multiple of measured worker capacity",
+    "cpu_overcommit": "grant rates up to this multiple of measured CPU capacity",
+    "floor_fps": "refuse a session only when not even this rate (fps) can be granted",
     "max_frame_age_ms": "drop a waiting frame older than this",
     "allowed_origins": "comma-separated Origin allow-list (empty: same origin + localhost)",
     "token": "require this bearer token for /ws, /ws/subscribe and /v1/predict",

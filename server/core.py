@@ -22,6 +22,7 @@ from server.http.rate_limit import AddressLimits
 from server.metrics import InstanceState, Metrics
 from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
 from server.sessions.frame_slot import Pending
+from server.sessions.grants import changed, round_fps
 from server.sessions.session import FramePayload, Session
 from server.streams.hub import Stream, StreamHub, Subscriber
 from server.streams.relay import RedisRelay
@@ -34,6 +35,7 @@ log = logging.getLogger("holistream")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CALIBRATION_IMAGES = {
     "holistic": "messi5.jpg",
+    "holistic_lite": "messi5.jpg",
     "pose": "messi5.jpg",
     "hands": "messi5.jpg",
     "face": "astronaut_face.jpg",
@@ -56,6 +58,7 @@ class Core:
                 config.max_sessions,
                 config.cpu_overcommit,
                 config.workers,
+                config.floor_fps,
             ),
             DEFAULT_COSTS,
         )
@@ -65,7 +68,7 @@ class Core:
             Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
             max_frame_age_s=config.max_frame_age_ms / 1000,
             rig_options=self._rig_options,
-            cost=lambda s: self.admission.cpu_ms_per_s(s.pipeline, s.fps),
+            cost=lambda s: 1.0,  # placement is admission's (by grants); this only breaks ties
         )
         self.metrics = Metrics(
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
@@ -98,9 +101,7 @@ class Core:
         per_worker = sum(self.admission.costs[name].memory_bytes
                          for name in ("holistic", "pose", "face") if name in self.models)
         self.admission.reserved_bytes = self.config.workers * per_worker
-        for name in protocol.PIPELINES:
-            if name in self.models:
-                self.metrics.capacity.labels(name).set(self.admission.capacity(name))
+        self._publish_capacity()
         self._ticker = asyncio.create_task(self._tick_stats(), name="stats-ticker")
         self.ready = True
 
@@ -120,7 +121,8 @@ class Core:
                 # A landmarker grows after its first frames: a start-up reading undershoots
                 # what a session costs over time, so the measured session figure is a floor.
                 floor = DEFAULT_COSTS[name].memory_bytes
-                self.admission.costs[name] = PipelineCost(ms, max(memory, floor))
+                parallelism = DEFAULT_COSTS[name].parallelism
+                self.admission.costs[name] = PipelineCost(ms, max(memory, floor), parallelism)
         log.info(
             "calibrated: %s",
             ", ".join(
@@ -162,15 +164,62 @@ class Core:
 
     # -- admission -------------------------------------------------------------------------
     def admit(self, key: Any, pipeline: str, fps: float) -> Decision:
+        """Admit a session asking `fps`; the others' grants shrink to make room (told now)."""
         if pipeline not in self.models:
             return Decision(False, f"the {pipeline} pipeline has no model on this server")
         decision = self.admission.admit(key, pipeline, fps)
         if not decision.admitted:
             self.metrics.rejected.labels("capacity").inc()
+        else:
+            self.regrant(recompute=False)
         return decision
 
     def release(self, key: Any) -> None:
-        self.admission.release(key)
+        if self.admission.worker_of(key) is not None:
+            self.admission.release(key)
+            self.regrant(recompute=False)
+
+    # -- grants ----------------------------------------------------------------------------
+    def regrant(self, *, recompute: bool = True, configured: Session | None = None) -> None:
+        """Share capacity again (measured costs moved, a session came or went) and tell each
+        live session whose grant moved enough to matter (`grant` message, docs/protocol.md)."""
+        grants = self.admission.regrant() if recompute else self.admission.grants
+        floor = self.config.floor_fps
+        for session in self.sessions.values():
+            fps = grants.get(session.id)
+            if fps is None or session.hello is None:
+                continue
+            wire = round_fps(fps)
+            if session.live and (session is configured or changed(session.told, wire)):
+                if session is configured:
+                    reason = "configured"
+                elif wire > (session.told or 0.0):
+                    reason = "capacity_freed"
+                else:
+                    reason = "capacity_tightened"
+                session.told = wire
+                requested = session.hello.fps
+                session.send_control(
+                    protocol.grant_message(wire, requested, min(floor, requested), reason)
+                )
+            session.set_grant(session.told if session.live and session.told else wire)
+        self.metrics.granted_fps.set(sum(grants.values()))
+
+    def grant_for_ready(self, session: Session) -> dict[str, float]:
+        """The grant `ready` carries; from then on the session is held to it."""
+        assert session.hello is not None
+        wire = round_fps(self.admission.grant_of(session.id))
+        session.told = wire
+        session.set_grant(wire)
+        requested = session.hello.fps
+        return {"fps": wire, "requested": requested, "floor": min(self.config.floor_fps, requested)}
+
+    def _publish_capacity(self) -> None:
+        for name in protocol.PIPELINES:
+            if name in self.models:
+                self.metrics.capacity.labels(name).set(self.admission.capacity(name))
+                self.metrics.capacity_fps.labels(name).set(self.admission.capacity_fps(name))
+                self.metrics.cost_ms.labels(name).set(self.admission.costs[name].ms_per_frame)
 
     # -- sessions --------------------------------------------------------------------------
     def add(self, session: Session) -> None:
@@ -192,7 +241,7 @@ class Core:
         self.release(session.id)
 
     async def reconfigure(self, session: Session, hello: protocol.Hello) -> Decision:
-        pipeline = protocol.pipeline_for(hello.parts)
+        pipeline = protocol.pipeline_for(hello.parts, hello.model)
         decision = self.admit(session.id, pipeline, hello.fps)
         if not decision.admitted:
             return decision
@@ -203,12 +252,13 @@ class Core:
         session.switches += 1
         self.metrics.sessions.labels(session.pipeline).inc()
         await self.pool.open(session, decision.worker)
+        self.regrant(recompute=False, configured=session)
         return decision
 
     def frame(self, session: Session, frame_id: int, ts: float, image: bytes) -> None:
-        session.offer(frame_id, FramePayload(ts, image), time.monotonic())
         self.metrics.frames_received.inc()
-        self.pool.frame_ready(session)
+        if session.offer(frame_id, FramePayload(ts, image), time.monotonic()):
+            self.pool.frame_ready(session)
 
     # -- single images ---------------------------------------------------------------------
     async def predict(
@@ -295,8 +345,8 @@ class Core:
         """The worker's fallback policy (workers/fallback.py) switched pipelines: the reservation
         follows what really runs (best effort: tracking is never refused mid-session), and the
         client hears of each fallback once."""
-        if not self.admission.admit(session.id, pipeline, session.fps, keep_worker=True).admitted:
-            log.warning("session %s runs %s beyond the admission budget", session.id[:8], pipeline)
+        self.admission.switch(session.id, pipeline)  # best effort: never refused mid-session
+        self.regrant(recompute=False)
         if switched == "fallback":
             cheap = session.pipeline
             session.send_control(
@@ -325,6 +375,8 @@ class Core:
         interval = self.config.stats_interval_s
         while True:
             await asyncio.sleep(interval)
+            self.regrant()  # measured costs moved the capacity
+            self._publish_capacity()
             now = time.monotonic()
             for session in list(self.sessions.values()):
                 if session.live:

@@ -134,7 +134,22 @@ class Metrics:
         )
         self.capacity = Gauge(
             "holistream_capacity_sessions",
-            f"Sessions of one pipeline an empty instance admits at {DEFAULT_FPS:g} fps",
+            f"Sessions of one pipeline asking {DEFAULT_FPS:g} fps an empty instance admits",
+            ["pipeline"],
+            registry=r,
+        )
+        self.capacity_fps = Gauge(
+            "holistream_capacity_fps",
+            "Results per second the instance serves for one pipeline, at its measured cost",
+            ["pipeline"],
+            registry=r,
+        )
+        self.granted_fps = Gauge(
+            "holistream_granted_fps", "Sum of the rates granted to live sessions", registry=r
+        )
+        self.cost_ms = Gauge(
+            "holistream_cost_ms_per_frame",
+            "Measured worker CPU ms per frame, by pipeline (prices admission and grants)",
             ["pipeline"],
             registry=r,
         )

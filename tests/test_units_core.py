@@ -157,30 +157,50 @@ def test_scheduler_is_round_robin_and_idempotent() -> None:
 # -------------------------------------------------------------------------------- admission
 
 
-def test_admission_prices_pipelines_by_cost() -> None:
-    costs = {"holistic": PipelineCost(40.0, 140 << 20), "face": PipelineCost(5.0, 30 << 20)}
-    budget = Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=2)
+def test_admission_grants_rates_from_costs() -> None:
+    costs = {
+        "holistic": PipelineCost(40.0, 140 << 20, 1.3),
+        "face": PipelineCost(5.0, 30 << 20, 1.0),
+    }
+    budget = Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=3, floor_fps=10)
     policy = AdmissionPolicy(budget, costs)
-    # 1100 ms/s per worker: one 600 ms/s holistic session each, though the box has 2000 ms/s:
-    # a third would share a worker with another and neither would get its rate.
-    assert policy.capacity("holistic", 15) == 2
-    three = AdmissionPolicy(Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=3),
-                            costs)
-    assert three.capacity("holistic", 15) == 3  # one per worker, 1800 of 2000 ms/s in all
-    assert three.capacity("holistic", 16) == 3 and three.capacity("holistic", 17) == 2
-    assert policy.capacity("face", 15) == 26
-    placed = [policy.admit(i, "holistic", 15) for i in range(2)]
-    assert all(d.admitted for d in placed) and {d.worker for d in placed} == {0, 1}
+    # Refused only when the floor (10 fps) cannot be granted: 2000 ms/s / (10 × 40 ms) = 5.
+    assert policy.capacity("holistic", 15) == 5
+    assert policy.capacity("holistic", 5) == 10  # asking less than the floor: its own floor
+    assert policy.capacity_fps("holistic") == pytest.approx(50.0)
+    assert policy.capacity("face", 15) == 40  # the box: 2000 / 50; workers allow 3 × 19
+    lone = policy.admit("a", "holistic", 30)
+    assert lone.admitted and lone.grant == pytest.approx(30.0)  # not a third of the box
+    placed = [policy.admit(i, "holistic", 30) for i in range(4)]
+    assert all(d.admitted for d in placed)
+    assert len({policy.worker_of(i) for i in range(4)} | {policy.worker_of("a")}) == 3
+    grants = policy.regrant()
+    assert sum(grants.values()) == pytest.approx(50.0)
+    assert min(grants.values()) >= 10.0
     refused = policy.admit(99, "holistic", 15)
     assert not refused.admitted and "CPU" in refused.reason
-    assert policy.admit(98, "face", 15).admitted  # 600 + 75 fits a worker
-    freed = placed[0].worker
     policy.release(0)
-    assert policy.admit(99, "holistic", 15).worker == freed  # the only bin with room
-    # A changed reservation stays on its worker when it fits there.
-    before = policy.worker_of(1)
-    assert policy.admit(1, "holistic", 10).worker == before
-    assert not policy.admit(1, "holistic", 30, keep_worker=True).admitted
+    assert policy.admit(98, "face", 5).admitted  # 5 fps × 5 ms fits beside four floors
+    assert not policy.admit(99, "holistic", 15).admitted  # a fifth floor no longer does
+    policy.release(98)
+    assert policy.admit(99, "holistic", 15).admitted
+
+
+def test_admission_measured_cost_moves_grants_and_capacity() -> None:
+    costs = {"holistic": PipelineCost(40.0, 140 << 20, 1.3)}
+    policy = AdmissionPolicy(Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=3),
+                             costs)
+    start = policy.capacity("holistic")
+    for i in range(5):
+        assert policy.admit(i, "holistic", 30).admitted
+    assert not policy.admit(5, "holistic", 30).admitted
+    for _ in range(200):  # cheaper content than the calibration image: 20 ms per frame
+        for i in range(5):
+            policy.observe(i, 20.0)
+    assert policy.cost_of(0) == pytest.approx(20.0, rel=0.01)
+    assert sum(policy.regrant().values()) > 90  # 2000 / 20 = 100 fps across the box
+    assert policy.capacity("holistic") > start
+    assert policy.admit(5, "holistic", 30).admitted  # more sessions than the start-up figure
 
 
 def test_admission_memory_and_count_caps() -> None:
@@ -195,7 +215,7 @@ def test_admission_memory_and_count_caps() -> None:
     capped = AdmissionPolicy(Budget(cores=8, memory_bytes=1 << 40, max_sessions=1), costs)
     assert capped.admit("a", "holistic", 1).admitted
     assert "limit" in capped.admit("b", "holistic", 1).reason
-    assert capped.admit("a", "holistic", 2).admitted  # changing its own reservation fits
+    assert capped.admit("a", "holistic", 2).admitted  # changing its own admission fits
 
 
 # ----------------------------------------------------------------------------------- outbox

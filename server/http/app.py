@@ -42,6 +42,7 @@ async def readyz(request: web.Request) -> web.Response:
         "workers": workers,
         "capacity": {p: core.admission.capacity(p) for p in core.models},
         "cpus": core.config.cpus,
+        "capacity_fps": {p: round(core.admission.capacity_fps(p), 1) for p in core.models},
     }
     return web.json_response(body, status=200 if core.ready else 503)
 

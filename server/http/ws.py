@@ -107,10 +107,13 @@ async def producer(request: web.Request) -> web.StreamResponse:
         fps = protocol.DEFAULT_FPS
         if query_fps is not None:
             fps = protocol.parse_fps(query_fps, code="bad_request")
+        model = request.query.get("model", "full")
+        if model not in protocol.MODELS:
+            raise ProtocolError("bad_request", "'model' must be 'full' or 'lite'")
     except ProtocolError as exc:
         return http_error(400, "bad_request", str(exc))
     session = Session(peer=client_ip(request), stream=stream)
-    decision = core.admit(session.id, protocol.pipeline_for(parts), fps)
+    decision = core.admit(session.id, protocol.pipeline_for(parts, model), fps)
     if not decision.admitted:
         return http_error(
             503, "server_full", decision.reason, headers={"Retry-After": str(cfg.retry_after_s)}
@@ -209,7 +212,7 @@ async def _on_hello(ws: web.WebSocketResponse, core: Core, session: Session, msg
     except ProtocolError as exc:
         await close_with_error(ws, POLICY, exc.code, exc.message)
         return False
-    decision = core.admit(session.id, protocol.pipeline_for(hello.parts), hello.fps)
+    decision = core.admit(session.id, protocol.pipeline_for(hello.parts, hello.model), hello.fps)
     if not decision.admitted:
         await close_with_error(ws, TRY_AGAIN_LATER, "server_full", decision.reason)
         return False
@@ -246,6 +249,7 @@ async def _on_configure(core: Core, session: Session, msg: dict) -> None:
                 "pipeline": session.pipeline,
                 "parts": list(hello.parts),
                 "switches": session.switches,
+                "fps_granted": session.told,
             }
         )
     )
@@ -254,6 +258,7 @@ async def _on_configure(core: Core, session: Session, msg: dict) -> None:
 def _ready(core: Core, session: Session) -> dict[str, object]:
     cfg = core.config
     assert session.hello is not None
+    grant = core.grant_for_ready(session)
     return {
         "type": "ready",
         "protocol": protocol.PROTOCOL_VERSION,
@@ -263,6 +268,10 @@ def _ready(core: Core, session: Session) -> dict[str, object]:
         "parts": list(session.hello.parts),
         "format": session.hello.format,
         "stream": session.stream,
+        "model": session.hello.model,
+        "fps_requested": grant["requested"],
+        "fps_granted": grant["fps"],
+        "grant": grant,
         "server": f"holistream {core.version}",
         "limits": {
             "max_in_flight": protocol.MAX_IN_FLIGHT,
@@ -276,4 +285,5 @@ def _ready(core: Core, session: Session) -> dict[str, object]:
             "max_fps": protocol.MAX_FPS,
         },
         "capacity": {p: core.admission.capacity(p) for p in core.models},
+        "capacity_fps": {p: round(core.admission.capacity_fps(p), 1) for p in core.models},
     }

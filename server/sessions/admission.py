@@ -1,40 +1,47 @@
-"""Admission control: admit a session only while CPU, memory and count budgets all hold.
+"""Admission control and rate grants over measured costs; pure arithmetic, no I/O.
 
-Pure arithmetic over measured costs (calibrated by the workers at start-up), no I/O. A session
-reserves `fps × cpu_ms_per_frame` of CPU time per second and one landmarker's memory; the
-pipelines differ by up to 7× in cost, so a box admits many more face-only sessions than holistic
-ones. Costs are CPU time, not wall time: MediaPipe spreads a frame over ~1.35 cores, and CPU time
-stays true when other processes share the machine.
+A session asks for a rate; it is admitted while every session (itself included) can still be
+granted its floor (`floor_fps`, or its request if lower) and while memory and the session count
+hold; it is placed on the worker where its grant is highest. Grants are then shared fairly
+(server/sessions/grants.py) and recomputed whenever a session comes, goes, or its measured cost
+moves.
 
-A session's landmarker lives in one worker for its whole life, so besides the box's total, each
-worker has a bin (its share of the total, with 10 % headroom: MediaPipe's threads let a busy
-worker use what an idle neighbour leaves) and a session is admitted only into a bin where it fits:
-a box whose total has room but whose workers each have too little would otherwise admit sessions
-that cannot get their rate. The bin chosen is the worker the session is placed on.
+Costs are CPU time, not wall time: MediaPipe spreads a frame over ~1.3 cores, and CPU time stays
+true when other processes share the machine. Each pipeline starts from its start-up calibration;
+every processed frame then reports its worker's CPU time, which becomes the session's own cost
+(a moving average) and moves the pipeline's estimate that prices new sessions. So content
+cheaper than the calibration image (a face close-up for holistic) turns into higher grants and
+more sessions, and dearer content into lower ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from holistream.protocol import DEFAULT_FPS
+from server.sessions.grants import Capacity, Want, place, share
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineCost:
     ms_per_frame: float  # CPU time per frame (all of the worker's threads)
     memory_bytes: int  # resident memory one landmarker adds
+    parallelism: float = 1.0  # CPU ms per wall ms of one frame (cores one frame keeps busy)
 
 
 # Measured on a 2-core box at 640×480 over whole sessions (docs/profiles.md); start-up
 # calibration replaces the CPU figures, and raises (never lowers) the memory ones.
 DEFAULT_COSTS: dict[str, PipelineCost] = {
-    "holistic": PipelineCost(45.0, 145 << 20),
-    "face": PipelineCost(6.5, 24 << 20),
-    "pose": PipelineCost(21.0, 80 << 20),
-    "hands": PipelineCost(28.0, 70 << 20),
+    "holistic": PipelineCost(45.0, 145 << 20, 1.3),
+    "holistic_lite": PipelineCost(37.0, 140 << 20, 1.25),
+    "face": PipelineCost(6.5, 24 << 20, 1.1),
+    "pose": PipelineCost(21.0, 80 << 20, 1.2),
+    "hands": PipelineCost(28.0, 70 << 20, 1.2),
 }
+SESSION_ALPHA = 0.2  # weight of one frame in a session's cost average
+PIPELINE_ALPHA = 0.05  # ... and in its pipeline's estimate
+WORKER_BUSY_MS = 970.0  # of each second a worker can spend on frames (the rest: messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,58 +51,91 @@ class Budget:
     max_sessions: int
     cpu_overcommit: float = 1.0
     workers: int = 1
+    floor_fps: float = 10.0  # refuse a session only when not even this can be granted
 
     @property
     def cpu_ms_per_s(self) -> float:
         return self.cores * 1000.0 * self.cpu_overcommit
 
     @property
-    def worker_ms_per_s(self) -> float:
-        return 1.1 * self.cpu_ms_per_s / max(self.workers, 1)
+    def capacity(self) -> Capacity:
+        return Capacity(self.cpu_ms_per_s, WORKER_BUSY_MS * self.cpu_overcommit, self.workers)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     admitted: bool
     reason: str = ""
-    worker: int = -1  # the bin (worker index) the session fits in
+    worker: int = -1  # the worker the session is placed on
+    grant: float = 0.0  # the rate granted now (fps)
 
 
 @dataclass(frozen=True, slots=True)
-class _Reservation:
+class _Held:
     pipeline: str
-    fps: float
+    requested: float
     worker: int
+    cost_ms: float | None = None  # measured (moving average); None until the first frame
 
 
 class AdmissionPolicy:
     def __init__(self, budget: Budget, costs: Mapping[str, PipelineCost] = DEFAULT_COSTS) -> None:
         self.budget = budget
         self.costs = dict(costs)
-        self._held: dict[Hashable, _Reservation] = {}
+        self._held: dict[Hashable, _Held] = {}
+        self.grants: dict[Hashable, float] = {}
         self.reserved_bytes = 0  # memory set aside for other work (the single-image landmarkers)
 
-    def cpu_ms_per_s(self, pipeline: str, fps: float) -> float:
-        return fps * self.costs[pipeline].ms_per_frame
+    # -- costs -----------------------------------------------------------------------------
+    def _want(self, held: _Held) -> Want:
+        estimate = self.costs[held.pipeline]
+        cost = estimate.ms_per_frame if held.cost_ms is None else held.cost_ms
+        return Want(held.requested, cost, held.worker, cost / max(estimate.parallelism, 1.0))
 
+    def _wants(self, exclude: Hashable | None = None) -> dict[Hashable, Want]:
+        return {k: self._want(h) for k, h in self._held.items() if k != exclude}
+
+    def observe(self, key: Hashable, cpu_ms: float, wall_ms: float = 0.0) -> None:
+        """One processed frame of session `key` cost its worker `cpu_ms` of CPU time (and
+        `wall_ms` of its time): update the session's cost and its pipeline's estimate."""
+        held = self._held.get(key)
+        if held is None or cpu_ms <= 0:
+            return
+        own = cpu_ms if held.cost_ms is None else held.cost_ms
+        self._held[key] = replace(held, cost_ms=own + SESSION_ALPHA * (cpu_ms - own))
+        est = self.costs[held.pipeline]
+        ms = est.ms_per_frame + PIPELINE_ALPHA * (cpu_ms - est.ms_per_frame)
+        parallelism = est.parallelism
+        if wall_ms > 0 and self.cpu_used < 0.5 * self.budget.cpu_ms_per_s:
+            # Only on a box with room: under contention wall time stretches with the queue.
+            sample = min(max(cpu_ms / wall_ms, 1.0), self.budget.cores)
+            parallelism += PIPELINE_ALPHA * (sample - parallelism)
+        self.costs[held.pipeline] = PipelineCost(ms, est.memory_bytes, parallelism)
+
+    def cost_of(self, key: Hashable) -> float | None:
+        held = self._held.get(key)
+        return None if held is None else self._want(held).cost_ms
+
+    # -- admission -------------------------------------------------------------------------
     @property
     def sessions(self) -> int:
         return len(self._held)
 
     @property
     def cpu_used(self) -> float:
-        return sum(self.cpu_ms_per_s(r.pipeline, r.fps) for r in self._held.values())
+        """CPU ms per second the current grants allow (what the sessions may take)."""
+        wants = self._wants()
+        return sum(w.cost_ms * self.grants.get(k, 0.0) for k, w in wants.items())
 
     @property
     def memory_used(self) -> int:
-        return sum(self.costs[r.pipeline].memory_bytes for r in self._held.values())
+        return sum(self.costs[h.pipeline].memory_bytes for h in self._held.values())
 
     def worker_loads(self, exclude: Hashable | None = None) -> list[float]:
-        """Reserved CPU ms per second in each worker's bin."""
+        """Granted CPU ms per second on each worker."""
         loads = [0.0] * max(self.budget.workers, 1)
-        for key, r in self._held.items():
-            if key != exclude:
-                loads[r.worker] += self.cpu_ms_per_s(r.pipeline, r.fps)
+        for key, want in self._wants(exclude).items():
+            loads[want.worker] += want.cost_ms * self.grants.get(key, 0.0)
         return loads
 
     def check(
@@ -105,53 +145,91 @@ class AdmissionPolicy:
         *,
         replacing: Hashable | None = None,
         keep_worker: bool = False,
-    ) -> Decision:
-        """Would a session fit? `keep_worker`: only in the bin `replacing` already holds."""
-        held = dict(self._held)
-        previous = held.pop(replacing, None) if replacing is not None else None
-        if len(held) >= self.budget.max_sessions:
-            return Decision(False, f"session limit reached ({self.budget.max_sessions})")
-        loads = self.worker_loads(exclude=replacing)
-        if keep_worker and previous is not None:
-            candidates = [previous.worker]
-        else:
-            candidates = sorted(range(len(loads)), key=lambda w: (loads[w], w))
-            if previous is not None:  # stay put when it still fits there
-                candidates.remove(previous.worker)
-                candidates.insert(0, previous.worker)
-        demand = self.cpu_ms_per_s(pipeline, fps)
-        fits = [w for w in candidates if loads[w] + demand <= self.budget.worker_ms_per_s]
-        if not fits or sum(loads) + demand > self.budget.cpu_ms_per_s:
-            return Decision(False, f"no CPU left for a {pipeline} session at {fps:g} fps")
-        memory = sum(self.costs[r.pipeline].memory_bytes for r in held.values())
+    ) -> tuple[Decision, dict[Hashable, float]]:
+        """Would a session fit, at what grant, and what would everyone's grants be?"""
+        others = self._wants(exclude=replacing)
+        if len(others) >= self.budget.max_sessions:
+            return Decision(False, f"session limit reached ({self.budget.max_sessions})"), {}
+        memory = sum(
+            self.costs[h.pipeline].memory_bytes for k, h in self._held.items() if k != replacing
+        )
         if (
             memory + self.costs[pipeline].memory_bytes
             > self.budget.memory_bytes - self.reserved_bytes
         ):
-            return Decision(False, f"no memory left for a {pipeline} session")
-        return Decision(True, worker=fits[0])
+            return Decision(False, f"no memory left for a {pipeline} session"), {}
+        previous = self._held.get(replacing) if replacing is not None else None
+        candidates = None
+        if keep_worker and previous is not None:
+            candidates = [previous.worker]
+        estimate = self.costs[pipeline]
+        key = replacing if replacing is not None else object()
+        placed = place(
+            others,
+            key,
+            fps,
+            estimate.ms_per_frame,
+            self.budget.capacity,
+            self.budget.floor_fps,
+            busy_ms=estimate.ms_per_frame / max(estimate.parallelism, 1.0),
+            workers=candidates,
+        )
+        if placed is None:
+            floor = min(self.budget.floor_fps, fps)
+            return Decision(False, f"no CPU left for a {pipeline} session at {floor:g} fps"), {}
+        return Decision(True, worker=placed.worker, grant=placed.grants[key]), placed.grants
 
     def admit(
         self, key: Hashable, pipeline: str, fps: float, *, keep_worker: bool = False
     ) -> Decision:
-        """Reserve for `key`, or change its reservation; on refusal the old one is kept."""
-        decision = self.check(pipeline, fps, replacing=key, keep_worker=keep_worker)
+        """Admit `key` (or change its pipeline/rate); on refusal the old admission is kept."""
+        decision, grants = self.check(pipeline, fps, replacing=key, keep_worker=keep_worker)
         if decision.admitted:
-            self._held[key] = _Reservation(pipeline, fps, decision.worker)
+            self._held[key] = _Held(pipeline, fps, decision.worker)
+            self.grants = grants
         return decision
+
+    def switch(self, key: Hashable, pipeline: str) -> None:
+        """The session now runs `pipeline` (a fallback): same worker and request, best effort;
+        its measured cost starts over."""
+        held = self._held.get(key)
+        if held is not None and held.pipeline != pipeline:
+            self._held[key] = _Held(pipeline, held.requested, held.worker)
+            self.regrant()
 
     def worker_of(self, key: Hashable) -> int | None:
         held = self._held.get(key)
         return None if held is None else held.worker
 
-    def release(self, key: Hashable) -> None:
-        self._held.pop(key, None)
+    def grant_of(self, key: Hashable) -> float:
+        return self.grants.get(key, 0.0)
 
+    def release(self, key: Hashable) -> None:
+        if self._held.pop(key, None) is not None:
+            self.regrant()
+
+    def regrant(self) -> dict[Hashable, float]:
+        """Share the capacity again over the current sessions and costs."""
+        self.grants = share(self._wants(), self.budget.capacity)
+        return self.grants
+
+    # -- published capacity ----------------------------------------------------------------
     def capacity(self, pipeline: str, fps: float = DEFAULT_FPS) -> int:
-        """Sessions of one kind an empty box admits: the figure published in metrics and ready."""
+        """Sessions of one kind, each asking `fps`, that an empty box admits (each granted at
+        least the floor): the figure published in metrics, ready and /readyz."""
         cost = self.costs[pipeline]
-        demand = max(fps * cost.ms_per_frame, 1e-9)
-        per_worker = self.budget.worker_ms_per_s // demand
-        by_cpu = min(per_worker * max(self.budget.workers, 1), self.budget.cpu_ms_per_s // demand)
+        floor = max(min(self.budget.floor_fps, fps), 1e-9)
+        cap = self.budget.capacity
+        by_box = cap.box_ms // (floor * cost.ms_per_frame)
+        busy = cost.ms_per_frame / max(cost.parallelism, 1.0)
+        by_workers = (cap.worker_ms // (floor * busy)) * max(cap.workers, 1)
         by_memory = (self.budget.memory_bytes - self.reserved_bytes) / max(cost.memory_bytes, 1)
-        return int(min(by_cpu, by_memory, self.budget.max_sessions))
+        return int(min(by_box, by_workers, by_memory, self.budget.max_sessions))
+
+    def capacity_fps(self, pipeline: str) -> float:
+        """Results per second the box serves for sessions of one kind, once enough of them
+        ask: the box's CPU over the measured cost per frame (or the workers' time)."""
+        cost = self.costs[pipeline]
+        cap = self.budget.capacity
+        busy = cost.ms_per_frame / max(cost.parallelism, 1.0)
+        return min(cap.box_ms / cost.ms_per_frame, cap.workers * cap.worker_ms / busy)

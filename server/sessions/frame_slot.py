@@ -41,6 +41,11 @@ class FrameSlot(Generic[T]):
             self._drop("superseded")
         return old
 
+    def refuse(self, reason: str) -> None:
+        """A frame received and dropped at once (beyond the session's granted rate)."""
+        self.received += 1
+        self._drop(reason)
+
     def take(self, now: float, max_age_s: float) -> Pending[T] | None:
         """Move the waiting frame into inference, unless it is stale or one is in flight."""
         if self.in_flight is not None or self.waiting is None:

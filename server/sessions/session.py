@@ -17,6 +17,7 @@ from holistream import protocol
 from holistream.protocol import Hello, Result, Timing
 from server.sessions.frame_slot import FrameSlot, Pending
 from server.sessions.outbox import Outbox
+from server.sessions.pacer import RatePacer
 from server.sessions.stats import RollingMedian, RollingRate
 
 
@@ -63,6 +64,11 @@ class Session:
         self.created = time.monotonic()
         self._first_ts: float | None = None
         self._last_mp_ts = -1
+        # The rate granted now (server/sessions/grants.py), enforced at the door by the pacer;
+        # `told` is the grant the client last heard of (ready or a `grant` message).
+        self.grant = 0.0
+        self.told: float | None = None
+        self.pacer = RatePacer(0.0)
         self.fps_in = RollingRate()
         self.fps_out = RollingRate()
         self.inference_ms = RollingMedian()
@@ -71,7 +77,7 @@ class Session:
     # -- options ---------------------------------------------------------------------------
     def configure(self, hello: Hello) -> None:
         self.hello = hello
-        self.pipeline = protocol.pipeline_for(hello.parts)
+        self.pipeline = protocol.pipeline_for(hello.parts, hello.model)
         self.wanted = protocol.wire_parts(hello.parts, hello.world)
 
     @property
@@ -80,13 +86,22 @@ class Session:
 
     @property
     def fps(self) -> float:
-        """The rate the client said it sends (what admission prices the session at)."""
+        """The rate the client asked for (grants never exceed it)."""
         return self.hello.fps if self.hello else protocol.DEFAULT_FPS
 
     # -- frames in -------------------------------------------------------------------------
-    def offer(self, frame_id: int, payload: FramePayload, now: float) -> None:
+    def set_grant(self, fps: float) -> None:
+        self.grant = fps
+        self.pacer.set_rate(fps)
+
+    def offer(self, frame_id: int, payload: FramePayload, now: float) -> bool:
+        """Take a frame in; False when it is beyond the granted rate (dropped, `over_grant`)."""
         self.fps_in.tick(now)
+        if not self.pacer.allow(now):
+            self.slot.refuse("over_grant")
+            return False
         self.slot.offer(Pending(frame_id, now, payload))
+        return True
 
     def mp_timestamp(self, client_ts: float) -> int:
         """Strictly increasing MediaPipe timestamps derived from the client's clock."""
@@ -169,5 +184,6 @@ class Session:
             "fps_in": round(self.fps_in.rate(now), 2),
             "fps_out": round(self.fps_out.rate(now), 2),
             "inference_ms_p50": round(self.inference_ms.median(), 2),
+            "fps_granted": self.told if self.told is not None else 0.0,
             "uptime_s": round(now - self.created, 2),
         }

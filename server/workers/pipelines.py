@@ -131,7 +131,7 @@ def create(pipeline: str, model: Path, wanted: Sequence[str], *, video: bool = T
     """A fresh landmarker for one session (VIDEO) or one independent image (IMAGE)."""
     base = BaseOptions(model_asset_path=str(model))
     mode = _running_mode(video)
-    if pipeline == "holistic":
+    if pipeline in ("holistic", "holistic_lite"):  # lite: the same graph, lite hand model
         holistic_opts = mpv.HolisticLandmarkerOptions(base_options=base, running_mode=mode)
         return HolisticDetector(
             mpv.HolisticLandmarker.create_from_options(holistic_opts), video, wanted
