@@ -337,6 +337,9 @@ class Core:
             now,
             result.pipeline,
         )
+        # What this frame really cost its worker prices the session's grant from now on.
+        wall_ms = result.decode_ms + result.inference_ms
+        self.admission.observe(session.id, result.cpu_s * 1000, wall_ms)
         self.metrics.frames_processed.inc()
         self.metrics.inference.labels(result.pipeline).observe(result.inference_ms / 1000)
         self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)

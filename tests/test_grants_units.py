@@ -74,7 +74,7 @@ def test_request_below_floor_is_its_own_floor() -> None:
 def test_changed_ignores_wobbles() -> None:
     assert changed(None, 10.0)
     assert not changed(30.0, 29.8)
-    assert changed(30.0, 22.0)
+    assert changed(30.0, 22.0) and not changed(30.0, 28.0)
     assert round_fps(29.99) == 29.9
 
 

@@ -129,7 +129,7 @@ def place(
     return None if best is None else best[1]
 
 
-def changed(old: float | None, new: float, *, rel: float = 0.05, step: float = 0.5) -> bool:
+def changed(old: float | None, new: float, *, rel: float = 0.1, step: float = 1.0) -> bool:
     """Whether a grant moved enough to tell the client (small wobbles of measured cost do not)."""
     if old is None:
         return True
