@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +237,23 @@ class Core:
         if session.stream is not None:
             self.hub.unpublish(session)
         self.metrics.sessions.labels(session.pipeline).dec()
+        if session.release_timer is not None:
+            session.release_timer.cancel()
+            session.release_timer = None
         session.slot.clear("closing")
         self.pool.close(session)
         self.release(session.id)
 
     async def reconfigure(self, session: Session, hello: protocol.Hello) -> Decision:
         pipeline = protocol.pipeline_for(hello.parts, hello.model)
+        old = session.hello
+        if old is not None and replace(old, fps=hello.fps) == hello:
+            # Only the rate asked for changed: a new grant, same landmarker and worker.
+            decision = self.admission.admit(session.id, pipeline, hello.fps, keep_worker=True)
+            if decision.admitted:
+                session.configure(hello)
+                self.regrant(recompute=False, configured=session)
+            return decision
         decision = self.admit(session.id, pipeline, hello.fps)
         if not decision.admitted:
             return decision
@@ -257,7 +269,25 @@ class Core:
 
     def frame(self, session: Session, frame_id: int, ts: float, image: bytes) -> None:
         self.metrics.frames_received.inc()
-        if session.offer(frame_id, FramePayload(ts, image), time.monotonic()):
+        wait = session.offer(frame_id, FramePayload(ts, image), time.monotonic())
+        if wait <= 0:
+            self.pool.frame_ready(session)
+        elif session.release_timer is None:
+            self._arm_release(session, wait)
+
+    def _arm_release(self, session: Session, wait: float) -> None:
+        loop = asyncio.get_running_loop()
+        session.release_timer = loop.call_later(wait, self._release, session)
+
+    def _release(self, session: Session) -> None:
+        """A frame held back by the session's grant may go now (server/sessions/pacer.py)."""
+        session.release_timer = None
+        if session.id not in self.sessions:
+            return
+        wait = session.release(time.monotonic())
+        if wait > 0:
+            self._arm_release(session, wait)
+        else:
             self.pool.frame_ready(session)
 
     # -- single images ---------------------------------------------------------------------

@@ -88,3 +88,46 @@ def test_pacer_caps_rate_and_tolerates_jitter() -> None:
     jitter = RatePacer(10.0)
     ok = sum(jitter.allow(i / 10 + (0.03 if i % 2 else -0.03)) for i in range(100))
     assert ok == 100
+
+
+def test_pacer_wait_and_no_limit_before_a_grant() -> None:
+    assert RatePacer(0.0).allow(0.0) and RatePacer(0.0).wait(0.0) == 0.0
+    pacer = RatePacer(10.0, burst=1.0, tokens=1.0)
+    assert pacer.allow(0.0) and not pacer.allow(0.05)
+    assert pacer.wait(0.05) == pytest.approx(0.05)
+    assert pacer.allow(0.1)
+
+
+def test_session_holds_frames_beyond_its_grant_and_drops_them_as_over_grant() -> None:
+    from holistream.protocol import Hello
+    from server.sessions.session import FramePayload, Session
+
+    session = Session(peer="test", stream=None)
+    session.configure(Hello(fps=10))
+    session.set_grant(10.0)
+    session.pacer.tokens = 1.0
+    assert session.offer(1, FramePayload(0.0, b""), 0.0) == 0.0  # a token: it goes
+    assert session.slot.take(0.0, 1.0) is not None
+    wait = session.offer(2, FramePayload(0.0, b""), 0.02)  # too soon: held until 0.1
+    assert wait == pytest.approx(0.08)
+    assert session.slot.take(0.05, 1.0) is None  # gated (not dropped, not stale)
+    assert session.offer(3, FramePayload(0.0, b""), 0.05) == pytest.approx(0.05)
+    assert session.slot.dropped["over_grant"] == 1  # frame 2, replaced while held
+    assert session.release(0.1) == 0.0
+    session.slot.finish(1)
+    taken = session.slot.take(0.1, 1.0)
+    assert taken is not None and taken.frame_id == 3
+    # A client that sends only after each result is slowed to its grant, never dropped.
+    session.slot.finish(3)
+    t = 0.1
+    for k in range(4, 24):
+        t += 0.05  # it would send at 20 fps
+        wait = session.offer(k, FramePayload(0.0, b""), t)
+        if wait > 0:
+            t += wait
+            assert session.release(t) == 0.0
+        taken = session.slot.take(t, 1.0)
+        assert taken is not None and taken.frame_id == k
+        session.slot.finish(k)
+    assert session.slot.dropped["over_grant"] == 1
+    assert 1.9 < t - 0.1 < 2.1  # 20 frames in ~2 s: the grant, 10 fps

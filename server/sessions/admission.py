@@ -41,7 +41,7 @@ DEFAULT_COSTS: dict[str, PipelineCost] = {
 }
 SESSION_ALPHA = 0.2  # weight of one frame in a session's cost average
 PIPELINE_ALPHA = 0.05  # ... and in its pipeline's estimate
-WORKER_BUSY_MS = 970.0  # of each second a worker can spend on frames (the rest: messages)
+WORKER_BUSY_MS = 1000.0  # of each second a worker can spend on frames
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,23 +32,28 @@ class FrameSlot(Generic[T]):
     # Drops not yet reported to the client in a result's `dropped` field.
     unreported_drops: int = 0
     on_drop: Callable[[str], None] | None = None  # e.g. a metrics counter
+    # The waiting frame may not be taken before this (monotonic s; 0 = now): it came sooner than
+    # the session's granted rate allows. A newer frame replacing it then is dropped `over_grant`.
+    gated_until: float = 0.0
 
-    def offer(self, frame: Pending[T]) -> Pending[T] | None:
-        """Put a new frame in the waiting place; returns the frame it superseded, if any."""
+    def offer(self, frame: Pending[T], *, gate: float = 0.0) -> Pending[T] | None:
+        """Put a new frame in the waiting place, not to be taken before `gate`; returns the
+        frame it superseded, if any."""
         self.received += 1
         old, self.waiting = self.waiting, frame
         if old is not None:
-            self._drop("superseded")
+            self._drop("over_grant" if self.gated_until > frame.received_at else "superseded")
+        self.gated_until = gate
         return old
 
     def refuse(self, reason: str) -> None:
-        """A frame received and dropped at once (beyond the session's granted rate)."""
+        """A frame received and dropped at once."""
         self.received += 1
         self._drop(reason)
 
     def take(self, now: float, max_age_s: float) -> Pending[T] | None:
         """Move the waiting frame into inference, unless it is stale or one is in flight."""
-        if self.in_flight is not None or self.waiting is None:
+        if self.in_flight is not None or self.waiting is None or now < self.gated_until:
             return None
         frame, self.waiting = self.waiting, None
         if now - frame.received_at > max_age_s:
@@ -76,6 +81,7 @@ class FrameSlot(Generic[T]):
     def clear(self, reason: str) -> int:
         """Drop everything still held (session closing or reconfigured); returns how many."""
         n = 0
+        self.gated_until = 0.0
         if self.waiting is not None:
             self.waiting = None
             self._drop(reason)

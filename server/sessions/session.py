@@ -69,6 +69,7 @@ class Session:
         self.grant = 0.0
         self.told: float | None = None
         self.pacer = RatePacer(0.0)
+        self.release_timer: Any = None  # asyncio.TimerHandle while a gated frame waits
         self.fps_in = RollingRate()
         self.fps_out = RollingRate()
         self.inference_ms = RollingMedian()
@@ -94,14 +95,33 @@ class Session:
         self.grant = fps
         self.pacer.set_rate(fps)
 
-    def offer(self, frame_id: int, payload: FramePayload, now: float) -> bool:
-        """Take a frame in; False when it is beyond the granted rate (dropped, `over_grant`)."""
+    def offer(self, frame_id: int, payload: FramePayload, now: float) -> float:
+        """Take a frame in; returns 0 when it may go to inference now, else the seconds until
+        the grant lets it (it waits gated; a newer frame drops it as `over_grant`)."""
         self.fps_in.tick(now)
-        if not self.pacer.allow(now):
-            self.slot.refuse("over_grant")
-            return False
-        self.slot.offer(Pending(frame_id, now, payload))
-        return True
+        frame = Pending(frame_id, now, payload)
+        if self.slot.gated_until > now:  # one is already waiting for its turn: replace it
+            self.slot.offer(frame, gate=self.slot.gated_until)
+            return self.slot.gated_until - now
+        if self.pacer.allow(now):
+            self.slot.offer(frame)
+            return 0.0
+        wait = self.pacer.wait(now)
+        self.slot.offer(frame, gate=now + wait)
+        return wait
+
+    def release(self, now: float) -> float:
+        """The gated frame's time came: it takes its token and may go (0), or must still wait
+        (seconds; the grant may have been lowered meanwhile)."""
+        if self.slot.waiting is None or not self.slot.gated_until:
+            self.slot.gated_until = 0.0
+            return 0.0
+        if self.pacer.allow(now):
+            self.slot.gated_until = 0.0
+            return 0.0
+        wait = max(self.pacer.wait(now), 0.001)
+        self.slot.gated_until = now + wait
+        return wait
 
     def mp_timestamp(self, client_ts: float) -> int:
         """Strictly increasing MediaPipe timestamps derived from the client's clock."""
