@@ -5,8 +5,10 @@
             if isinstance(msg, Result) and msg.parts.get("pose") is not None:
                 print(msg.frame, msg.parts["pose"][0, :2])
 
-A producer sends frames with `await client.send_frame(jpeg_bytes)`; the call waits while
-`max_in_flight` frames are unanswered, so a fast sender cannot queue up stale frames (credits come
+A producer sends frames with `await client.send_frame(jpeg_bytes)`; the call waits until the
+server's grant allows the next frame (`granted_fps`, from `ready` and later `grant` messages:
+frames beyond it would only be dropped as `over_grant`) and while `max_in_flight` frames are
+unanswered, so a fast sender cannot queue up stale frames (credits come
 back on a result, an error naming the frame, or drops the server reports; a safety timeout frees a
 credit nobody answers). A background task reads the socket, so credits return even when the
 application is slow to iterate; messages wait for it in a bounded queue (the oldest is discarded
@@ -30,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from holistream.credits import Ledger
 from holistream.messages import (
     ErrorMsg,
+    Grant,
     HolistreamError,
     Message,
     Other,
@@ -53,7 +56,7 @@ from holistream.protocol import (
 )
 
 __all__ = [
-    "Client", "ErrorMsg", "HolistreamError", "Other", "Ready", "Rejected", "Result",
+    "Client", "ErrorMsg", "Grant", "HolistreamError", "Other", "Ready", "Rejected", "Result",
     "SessionClosed", "Stats", "StreamEvent", "WarningMsg", "connect", "subscribe",
 ]  # fmt: skip
 
@@ -94,6 +97,8 @@ class Client:
         self.local_dropped = 0
         self.last_latency_ms: float | None = None  # send -> result of the latest matched frame
         self.fatal: ErrorMsg | None = None
+        self.granted_fps: float | None = None  # None: no limit (subscribers)
+        self._next_send = 0.0  # monotonic time the grant allows the next frame at
         self._next_id = 0
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(max(1, queue))
         self._credit = asyncio.Event()
@@ -110,6 +115,8 @@ class Client:
         except ConnectionClosed:
             raise self._closed() from None
         self.ready = typed(msg)
+        if self.ready is not None and self.ready.fps_granted:
+            self.granted_fps = float(self.ready.fps_granted)
         self._reader = asyncio.create_task(self._read_loop(), name="holistream-client-reader")
 
     # ------------------------------------------------------------------ sending
@@ -119,7 +126,12 @@ class Client:
         return self.ledger.in_flight
 
     async def send_frame(self, image: bytes, ts: float | None = None) -> int:
-        """Send one encoded image (JPEG/PNG/WebP); waits for a credit first. Returns its id."""
+        """Send one encoded image (JPEG/PNG/WebP); waits for the grant's next slot and for a
+        credit first. Returns its id."""
+        if self.granted_fps:
+            delay = self._next_send - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
         while not self.ledger.has_credit():
             if self._reader is None or self._reader.done():
                 raise self._closed()
@@ -135,6 +147,10 @@ class Client:
         frame_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         now = time.monotonic()
+        if self.granted_fps:
+            # The next slot one interval on; time lost waiting is not made up in a burst.
+            interval = 1 / self.granted_fps
+            self._next_send = max(self._next_send + interval, now + 0.5 * interval)
         self.ledger.add(frame_id, now)
         try:
             await self.ws.send(encode_frame(frame_id, now * 1000.0 if ts is None else ts, image))
@@ -199,6 +215,9 @@ class Client:
                 self.fatal = msg
             if msg.frame is not None:
                 released = self.ledger.on_error(msg.frame).released
+        elif isinstance(msg, Grant):
+            if msg.fps > 0:
+                self.granted_fps = msg.fps
         elif isinstance(msg, Stats):
             quiet = {"pending": msg.pending, "in_flight": msg.in_flight}
             released = self.ledger.on_stats(msg.dropped_total, received=msg.received, **quiet)
@@ -290,6 +309,7 @@ def connect(
     format: str = "json",
     rig: bool | dict[str, bool] = False,
     fps: float = DEFAULT_FPS,
+    model: str = "full",
     client: str = "holistream-python/0.1",
     max_in_flight: int = 2,
     credit_timeout: float = 5.0,
@@ -298,11 +318,17 @@ def connect(
 ) -> _Connecting:
     """A producer session on `/ws` (publishing as `stream` if given), hello sent, ready received.
 
+    `fps` is the rate asked for; `send_frame` keeps to the rate granted (`Client.granted_fps`),
+    which follows the server's `grant` messages. `model="lite"` runs holistic with the lite hand
+    model (pipeline `holistic_lite`).
+
     `url` is the server (`ws://host:port`) or the full endpoint URL.
     """
     hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "parts": list(parts)}
     hello |= {"world": world, "format": format, "rig": rig, "fps": fps, "client": client}
-    url = endpoint(url, "/ws", {"stream": stream, "parts": ",".join(parts)})
+    hello["model"] = model
+    query = {"stream": stream, "parts": ",".join(parts), "fps": f"{fps:g}", "model": model}
+    url = endpoint(url, "/ws", query)
     return _Connecting(
         _open(url, hello, token, open_timeout, max_in_flight=max_in_flight,
               credit_timeout=credit_timeout, queue=queue)

@@ -18,7 +18,18 @@ class Ready:
     format: str = "json"
     stream: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    fps_granted: float | None = None  # the rate this session may send at (producers)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The server changed the rate this session may send at (docs/protocol.md, `grant`)."""
+
+    fps: float = 0.0
+    requested: float = 0.0
+    floor: float = 0.0
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +82,10 @@ class Other:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-Message = Result | Stats | ErrorMsg | WarningMsg | StreamEvent | Other
+Message = Result | Stats | ErrorMsg | WarningMsg | StreamEvent | Grant | Other
 _TYPES: dict[str, type[Any]] = {
     "ready": Ready, "stats": Stats, "error": ErrorMsg, "warning": WarningMsg,
-    "stream_started": StreamEvent, "stream_ended": StreamEvent,
+    "stream_started": StreamEvent, "stream_ended": StreamEvent, "grant": Grant,
 }  # fmt: skip
 
 
