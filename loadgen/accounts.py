@@ -66,6 +66,11 @@ class Accounts:
             if isinstance(frame, int):
                 self.ledger.on_error(frame)
                 self.totals.frame_errors += 1
+        elif kind == "grant":
+            fps = msg.get("fps")
+            if isinstance(fps, int | float) and fps > 0:
+                self.record.granted_fps = float(fps)
+                self.record.grant_changes += 1
         elif kind == "warning":
             self.totals.error(f"warning:{msg.get('code')}")
         return kind

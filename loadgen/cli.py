@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", type=float, default=10.0)
     p.add_argument("--credit-timeout", type=float, default=5.0)
     p.add_argument("--compression", action="store_true", help="permessage-deflate, as browsers")
+    p.add_argument("--model", choices=("full", "lite"), default="full", help="hello `model`")
+    p.add_argument(
+        "--ignore-grant", action="store_true",
+        help="send at --fps whatever the server grants (frames beyond it are dropped)",
+    )
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback server")
     p.add_argument("--quiet", action="store_true", help="no live progress")
     return p
@@ -144,7 +149,11 @@ async def run(args: argparse.Namespace, steps: list[int], console: Console) -> d
     frames = load_frames(source, size=parse_size(args.size), quality=args.quality)
     parts = parse_parts(args.parts, code="bad_request")
     cfg = SessionConfig(
-        url=endpoint(args.url, "/ws", {"parts": ",".join(parts)}),
+        url=endpoint(
+            args.url,
+            "/ws",
+            {"parts": ",".join(parts), "fps": f"{args.fps or 30:g}", "model": args.model},
+        ),
         mode=args.mode,
         fps=args.fps,
         in_flight=args.in_flight,
@@ -155,6 +164,8 @@ async def run(args: argparse.Namespace, steps: list[int], console: Console) -> d
         drain_s=args.drain,
         credit_timeout=args.credit_timeout,
         compression=args.compression,
+        follow_grant=not args.ignore_grant,
+        model=args.model,
     )
     metrics = None if args.metrics_url == "none" else args.metrics_url or metrics_url_for(args.url)
     report: dict[str, Any] = {

@@ -37,6 +37,8 @@ class SessionConfig:
     drain_s: float = 3.0  # at the end: wait this long for outstanding results and final stats
     credit_timeout: float = 5.0
     compression: bool = False  # permessage-deflate costs CPU on both sides; browsers do use it
+    follow_grant: bool = True  # send at min(fps, the server's grant), as the bundled clients do
+    model: str = "full"  # hello `model` ("lite": holistic_lite)
     retry_after_cap_s: float = 30.0
 
 
@@ -142,6 +144,7 @@ class Session:
                         "parts": list(self.cfg.parts),
                         "format": self.cfg.format,
                         "fps": self.cfg.fps or 30,
+                        "model": self.cfg.model,
                         "client": "holistream-loadgen",
                     }
                 )
@@ -150,6 +153,9 @@ class Session:
                 while True:
                     msg = parse_message(await ws.recv())
                     if msg["type"] == "ready":
+                        granted = msg.get("fps_granted")
+                        if isinstance(granted, int | float) and granted > 0:
+                            self.record.granted_fps = float(granted)
                         break
                     if msg["type"] == "error" and msg.get("fatal"):
                         if msg.get("code") == "server_full":
@@ -216,24 +222,45 @@ class Session:
             await asyncio.sleep(delay)
             self.totals.lag.record((time.monotonic() - due) * 1000.0)
 
+    def _rate(self) -> float:
+        """Frames/s to send at: the configured rate, or the grant when it is lower."""
+        granted = self.record.granted_fps
+        if self.cfg.follow_grant and granted:
+            return min(self.cfg.fps, granted) if self.cfg.fps else granted
+        return self.cfg.fps
+
+    def _follow(self, clock: FrameClock | None) -> FrameClock | None:
+        """A new grid from now on when the grant changed the rate."""
+        rate = self._rate()
+        if clock is not None and rate and abs(rate - clock.fps) > 1e-6:
+            skipped = clock.skipped
+            clock = FrameClock(rate, time.monotonic() + 1 / rate)
+            clock.skipped = skipped
+        return clock
+
     async def _open_loop(self, ws: ClientConnection) -> None:
         """A camera: a frame on every grid point, whatever comes back."""
-        clock = FrameClock(self.cfg.fps, time.monotonic() + phase(self.index, 1 / self.cfg.fps))
+        rate = self._rate()
+        clock = FrameClock(rate, time.monotonic() + phase(self.index, 1 / rate))
+        k = 0
         while not self.stop.is_set():
             await self._sleep_until(clock.next_due(time.monotonic()))
             if self.stop.is_set():
                 break
-            await self._send(ws, clock.k)
+            await self._send(ws, k)
+            k += 1
             clock.sent()
+            clock = self._follow(clock) or clock
         self.record.skipped = clock.skipped
 
     async def _closed_loop(self, ws: ClientConnection) -> None:
         """The browser demo: a camera frame is sent only with a credit; if none comes back before
         the next camera frame, that frame is skipped (the newer one is sent instead)."""
-        fps = self.cfg.fps
+        fps = self._rate()
         clock = FrameClock(fps, time.monotonic() + phase(self.index, 1 / fps)) if fps else None
         k = 0
         while not self.stop.is_set():
+            clock = self._follow(clock)
             next_tick = None
             if clock is not None:
                 await self._sleep_until(clock.next_due(time.monotonic()))

@@ -146,6 +146,8 @@ class SessionRecord:
     rejections: int = 0
     close_code: int | None = None
     drop_reasons: dict[str, int] = field(default_factory=dict)  # from the closing stats
+    granted_fps: float | None = None  # the server's latest grant (ready, then `grant` messages)
+    grant_changes: int = 0  # `grant` messages received
 
     @property
     def result_fps(self) -> float:
@@ -196,6 +198,7 @@ def summarize(
     outcomes = Counter(r.outcome for r in records)
     admitted = [r for r in records if r.outcome == "ok"]
     fps = [r.result_fps for r in admitted if r.books.sent and r.active_s >= 0.5]
+    grants = [r.granted_fps for r in admitted if r.granted_fps is not None]
     span, sent, results = (
         steady if steady and steady[0] > 0 else (elapsed_s, books.sent, books.results)
     )
@@ -228,5 +231,10 @@ def summarize(
         "server_total_ms": totals.server_ms.summary(),
         "connect_ms": totals.connect.summary(),
         "per_session_fps": {**spread(fps), "jain": jain(fps)},
+        "granted_fps": {
+            "sum": round(sum(grants), 3),
+            **spread(grants),
+            "changes": sum(r.grant_changes for r in admitted),
+        },
         "errors": dict(totals.errors),
     }
