@@ -34,6 +34,7 @@ const ui = {
   qualityOut: $("quality-out"),
   inFlight: $("in-flight"),
   fps: $("fps"),
+  fpsGranted: $("fps-granted"),
 };
 
 // --- settings (remembered across visits) -------------------------------------------------
@@ -51,9 +52,9 @@ const settings = {
   ...readSettings(),
 };
 
-/** The frame rate to announce to the server: the cap, or the camera's usual 30 without one. */
+/** The frame rate to ask the server for: the cap, or 60 without one (the grant decides). */
 function announcedFps() {
-  return settings.fps || 30;
+  return settings.fps || 60;
 }
 
 function readSettings() {
@@ -145,9 +146,9 @@ async function sendNextFrame() {
   if (video.readyState < HTMLMediaElement.HAVE_CURRENT_DATA || !video.videoWidth) return;
   if (pump.videoFrames === pump.sentVideoFrame) return; // this picture already went out
   const now = performance.now();
-  // Never faster than announced: the server admitted the session for that rate.
-  const lowered = stream.sessionFps < stream.fps;
-  const fps = settings.fps > 0 ? Math.min(settings.fps, stream.sessionFps) : lowered ? stream.sessionFps : 0;
+  // Never faster than granted: the server drops frames beyond its grant (`over_grant`).
+  const granted = stream.granted ?? stream.sessionFps;
+  const fps = settings.fps > 0 ? Math.min(settings.fps, granted) : granted;
   const minIntervalMs = fps > 0 ? 1000 / fps : 0;
   const wait = pump.lastCaptureAt + minIntervalMs - now;
   if (wait > 2) {
@@ -176,6 +177,13 @@ async function sendNextFrame() {
 // --- stream events -----------------------------------------------------------------------
 
 stream.addEventListener("credit", () => sendNextFrame());
+
+/** The rate the server grants now, shown beside the frame rate control. */
+function showGrant(fps) {
+  ui.fpsGranted.textContent = fps === null ? "—" : `${fps} fps`;
+  ui.fpsGranted.dataset.fps = fps === null ? "" : String(fps);
+}
+stream.addEventListener("grant", ({ detail }) => showGrant(detail.fps));
 
 stream.addEventListener("result", ({ detail }) => {
   const { result, latencyMs, receivedAt } = detail;
@@ -407,7 +415,7 @@ function initControls() {
   ui.fps.value = String(settings.fps);
   ui.fps.addEventListener("change", () => {
     settings.fps = Number(ui.fps.value);
-    stream.fps = announcedFps(); // announced in the next hello
+    stream.setFps(announcedFps()); // a live session asks for a new grant
     saveSettings();
   });
 

@@ -7,9 +7,11 @@
 //   earlier frame still unanswered was dropped (the result's `dropped` counts it) or refused;
 // - an `error` names its frame id;
 // - nothing of the above happened within a safety timeout (a lost credit must not stall).
-// When the socket drops, the stream reconnects with exponential backoff until stop(). When the
-// server refuses the session as over capacity, it asks again announcing a lower frame rate
-// (admission control prices a session by the `fps` of its hello), down to `minFps`.
+// When the socket drops, the stream reconnects with exponential backoff until stop().
+// The hello's `fps` is a request: the server grants a rate (`ready.fps_granted`, then `grant`
+// messages when capacity frees up or tightens) and drops frames beyond it, so the page sends at
+// most `granted` frames/s. A server refuses only when not even its floor rate can be granted;
+// then the stream asks again announcing a lower rate, down to `minFps`.
 
 import { describeClose, describeError, encodeFrame, helloMessage, parseServerMessage, probeUrl, STATS_REQUEST } from "./protocol.js";
 
@@ -43,6 +45,8 @@ export class FrameStream extends EventTarget {
     this.fps = fps;
     /** The rate announced in this session's hello: `fps`, or less while the server is full. */
     this.sessionFps = fps;
+    /** The rate the server grants this session now (frames/s), or null before `ready`. */
+    this.granted = null;
     this.minFps = minFps;
     this.maxInFlight = maxInFlight;
     this.backoffInitialMs = backoffInitialMs;
@@ -159,6 +163,16 @@ export class FrameStream extends EventTarget {
   }
 
   /** Asks for the avatar rig, or stops asking: in the next hello, and on a live session at once. */
+  /** Change the rate asked for; a live session asks the server for a new grant. */
+  setFps(fps) {
+    if (this.fps === fps) return;
+    this.fps = fps;
+    this.sessionFps = fps;
+    if (this.socket?.readyState === WebSocket.OPEN && this.session) {
+      this.socket.send(JSON.stringify({ type: "configure", fps }));
+    }
+  }
+
   setRig(on) {
     if (this.rig === on) return;
     this.rig = on;
@@ -283,6 +297,7 @@ export class FrameStream extends EventTarget {
     this.#droppedBefore += Math.max(fromResults, fromStats);
     this.#sessionDropped = { fromResults: 0, fromStats: 0 };
     this.session = null;
+    this.#setGrant(null, null);
     this.inFlight.clear();
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = null;
@@ -298,11 +313,15 @@ export class FrameStream extends EventTarget {
         this.retry.attempt = 0;
         this.#sweepTimer = setInterval(() => this.#expireCredits(), 250);
         this.#setState("connected");
+        this.#setGrant(typeof msg.fps_granted === "number" ? msg.fps_granted : null, "ready");
         this.dispatchEvent(new CustomEvent("ready", { detail: msg }));
         this.#creditFreed();
         break;
       case "result":
         this.#onResult(msg);
+        break;
+      case "grant":
+        if (typeof msg.fps === "number" && msg.fps > 0) this.#setGrant(msg.fps, msg.reason);
         break;
       case "stats":
         this.lastStats = msg;
@@ -323,6 +342,12 @@ export class FrameStream extends EventTarget {
       default:
         break; // unknown types are ignored, as the protocol says
     }
+  }
+
+  #setGrant(fps, reason) {
+    if (this.granted === fps) return;
+    this.granted = fps;
+    this.dispatchEvent(new CustomEvent("grant", { detail: { fps, reason } }));
   }
 
   #onResult(result) {
