@@ -55,15 +55,25 @@ def _ceiling_child(
     duration_s: float,
     barrier: Any,
     out: Any,
+    pipeline: str = "holistic",
+    decode_each: bool = False,
 ) -> None:
-    """Decode, warm up, wait for the others, then detect in a loop for `duration_s`."""
+    """Decode, warm up, wait for the others, then detect in a loop for `duration_s`
+    (`decode_each`: decode every frame's JPEG inside the loop, as a server must)."""
     _quiet()
-    from server.workers import pipelines
+    from server.workers import imaging, pipelines
 
     c0 = time.process_time()
     rgbs = _decode_all(frames)
     decode_cpu_ms = (time.process_time() - c0) * 1000 / len(frames)
-    detector = pipelines.create("holistic", Path(model), (), video=True)
+    detector = pipelines.create(pipeline, Path(model), (), video=True)
+
+    def image(k: int) -> Any:
+        if decode_each:
+            return imaging.decode_rgb(frames[k % len(frames)], max_pixels=MAX_PIXELS,
+                                      max_side=MAX_SIDE)  # fmt: skip
+        return rgbs[k % len(rgbs)]
+
     clock0 = time.monotonic()
     last_ts = -1
 
@@ -85,7 +95,7 @@ def _ceiling_child(
         s = time.perf_counter()
         if s >= end:
             break
-        detector.detect(rgbs[k % len(rgbs)], ts_now())
+        detector.detect(image(k), ts_now())
         durations.append((time.perf_counter() - s) * 1000)
         k += 1
         n += 1
@@ -155,7 +165,15 @@ def _join_all(procs: list[Any]) -> None:
             p.join(5)
 
 
-def run_ceiling(model: Path, frames: list[bytes], processes: int, duration_s: float) -> Ceiling:
+def run_ceiling(
+    model: Path,
+    frames: list[bytes],
+    processes: int,
+    duration_s: float,
+    *,
+    pipeline: str = "holistic",
+    decode_each: bool = False,
+) -> Ceiling:
     """`processes` bare landmarker loops at once, all measuring over the same window."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
@@ -163,7 +181,8 @@ def run_ceiling(model: Path, frames: list[bytes], processes: int, duration_s: fl
     procs = [
         ctx.Process(
             target=_ceiling_child,
-            args=(i, str(model), frames, i * len(frames) // processes, duration_s, barrier, out),
+            args=(i, str(model), frames, i * len(frames) // processes, duration_s, barrier, out,
+                  pipeline, decode_each),
             name=f"bench-ceiling-{i}",
             daemon=True,
         )
