@@ -272,6 +272,27 @@ def test_stop_ends_the_stream_and_start_resumes_it(page: Page, server: ServerPro
     wait_streaming(page, results=hook(page, ".results") + 3)
 
 
+def test_starts_on_a_real_capacity_server_without_refusal_and_shows_the_grant(
+    page: Page, server_factory: Callable[..., ServerProcess]
+) -> None:
+    # Default admission (calibrated, no overcommit): a lone session asking 30 fps used to be
+    # refused here; now it is granted what the box can give.
+    real = server_factory(name="browser-grant")
+    page.goto(f"{real.url}/")
+    wait_streaming(page, results=3)
+    session = hook(page, ".session")
+    assert session["fps_requested"] == 30 and 10 <= session["fps_granted"] <= 30, session
+    # The control shows the grant in force (it follows `grant` messages as capacity moves).
+    shown = page.evaluate(
+        "[window.holistream.granted, document.getElementById('fps-granted').textContent]"
+    )
+    assert 10 <= shown[0] <= 30 and shown[1] == f"{shown[0]:g} fps", shown
+    log = hook(page, ".stateLog")
+    notices = hook(page, ".notices")
+    assert not [n for n in notices if "capacity" in str(n)], notices
+    assert "disconnected" not in log and "reconnecting" not in log, log
+
+
 def test_a_refusal_is_explained_and_the_token_passes_through(
     page: Page, server_factory: Callable[..., ServerProcess]
 ) -> None:

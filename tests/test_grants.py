@@ -58,6 +58,8 @@ async def stream_for(client: Client, frames: list[bytes], seconds: float) -> dic
     seen["sent"] = k
     stats = await client.stats()
     seen["over_grant"] = stats.dropped.get("over_grant", 0)
+    seen["dropped"] = stats.dropped_total
+    seen["answered"] = stats.results + stats.errors
     reader.cancel()
     return seen
 
@@ -72,12 +74,13 @@ async def test_idle_server_grants_30_fps_and_serves_it(
         assert grant["requested"] == 30 and grant["floor"] == 10
         assert 25 <= client.ready.raw["fps_granted"] <= 30, client.ready.raw
         seen = await stream_for(client, frames, 4.0)
-    granted = client.granted_fps or 0
-    # The client keeps to its grant, so nothing is dropped for exceeding it...
-    assert seen["over_grant"] == 0, seen
+    granted = max([client.ready.raw["fps_granted"]] + [g.fps for g in seen["grants"]])
+    # The client keeps to its grant, and every frame it sends is served: none is dropped for
+    # exceeding the grant or for any other reason. (The rate itself depends on what else runs
+    # on this shared box: bench/grants.py measures it.)
     assert seen["sent"] <= granted * 4 + 3, seen
-    # ...and what it sends comes back (half the grant at least, on a busy shared box).
-    assert seen["results"] >= 0.5 * granted * 4, (seen, granted)
+    assert seen["over_grant"] == 0 and seen["dropped"] == 0, seen
+    assert seen["answered"] >= seen["sent"] - 2, seen
 
 
 async def test_two_sessions_share_fairly_and_the_rate_comes_back(
@@ -94,7 +97,7 @@ async def test_two_sessions_share_fairly_and_the_rate_comes_back(
             assert a < alone, "the first session's grant did not make room"
             assert any(g.reason == "capacity_tightened" for g in both[0]["grants"]), both[0]
             low, high = sorted(s["results"] for s in both)
-            assert high > 0 and low >= 0.6 * high, both
+            assert high > 0 and low >= 0.6 * high, both  # served alike too
             assert both[0]["over_grant"] == both[1]["over_grant"] == 0, both
         # The second left: the first is told it may send faster again.
         async with asyncio.timeout(10):

@@ -475,6 +475,10 @@ window.holistream = Object.freeze({
   get session() {
     return stream.session;
   },
+  /** The rate the server grants this session now (null before `ready`). */
+  get granted() {
+    return stream.granted;
+  },
   /**
    * Where every frame went. Within a session: framesSent = results + frameErrors +
    * releasedUnanswered + creditsExpired + unanswered.
