@@ -40,12 +40,13 @@ def base(srv: ServerProcess) -> str:
 
 async def stream_for(client: Client, frames: list[bytes], seconds: float) -> dict[str, Any]:
     """Send as fast as the grant and credits allow for `seconds`; count what comes back."""
-    seen: dict[str, Any] = {"results": 0, "grants": []}
+    seen: dict[str, Any] = {"results": 0, "grants": [], "pipelines": set()}
 
     async def read() -> None:
         async for msg in client:
             if isinstance(msg, Result):
                 seen["results"] += 1
+                seen["pipelines"].add(msg.pipeline)
             elif isinstance(msg, Grant):
                 seen["grants"].append(msg)
 
@@ -81,6 +82,7 @@ async def test_idle_server_grants_30_fps_and_serves_it(
     assert seen["sent"] <= granted * 4 + 3, seen
     assert seen["over_grant"] == 0 and seen["dropped"] == 0, seen
     assert seen["answered"] >= seen["sent"] - 2, seen
+    assert seen["pipelines"] == {"holistic_lite"}, seen
 
 
 async def test_two_sessions_share_fairly_and_the_rate_comes_back(

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 HOLISTIC = "holistic"
+CHEAP = frozenset({"face", "pose", "hands"})  # the single-part pipelines this policy watches
 # The parts whose presence is compared; world variants come with them.
 TRACKED: tuple[str, ...] = ("face", "pose", "left_hand", "right_hand")
 

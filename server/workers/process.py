@@ -24,7 +24,7 @@ from holistream.protocol import RigOptions
 from server.logs import filter_native_logs
 from server.workers import ipc
 from server.workers import messages as m
-from server.workers.fallback import HOLISTIC, FallbackPolicy, found_parts, targets
+from server.workers.fallback import CHEAP, HOLISTIC, FallbackPolicy, found_parts, targets
 
 if TYPE_CHECKING:  # heavy: imported in the worker when needed
     from server.predict.worker import ImagePredictor
@@ -105,7 +105,7 @@ class Worker:
             tracker.detectors[pipeline] = create(pipeline)
         except Exception as exc:  # a broken model must not kill the worker's other sessions
             return m.OpenFailed(msg.request, sid, f"{type(exc).__name__}: {exc}")
-        if pipeline != HOLISTIC and HOLISTIC in models:
+        if pipeline in CHEAP and HOLISTIC in models:  # holistic_lite needs no fallback
             tracker.policy = FallbackPolicy(pipeline, targets(wanted))
         tracker.rig = self._make_rig(msg.rig)
         self.trackers[sid] = tracker
