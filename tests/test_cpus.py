@@ -108,8 +108,10 @@ def test_run_local_shares_the_box() -> None:
 
 
 def _promised_ms(capacity: dict[str, int]) -> dict[str, float]:
-    """CPU ms per second the instance's advertised capacity stands for, per pipeline."""
-    return {p: n * 15 * DEFAULT_COSTS[p].ms_per_frame for p, n in capacity.items()}
+    """CPU ms per second the instance's advertised capacity stands for, per pipeline: that many
+    sessions, each granted at least the floor rate."""
+    floor = Config().floor_fps
+    return {p: n * floor * DEFAULT_COSTS[p].ms_per_frame for p, n in capacity.items()}
 
 
 @pytest.mark.slow

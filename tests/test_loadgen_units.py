@@ -345,3 +345,31 @@ def test_frames_are_encoded_once_as_jpeg() -> None:
         parse_size("big")
     with pytest.raises(ValueError):
         load_frames(ROOT / "does-not-exist.avi")
+
+
+def test_sessions_follow_the_grant() -> None:
+    import asyncio
+
+    from loadgen.session import Session
+
+    record = SessionRecord(0)
+    totals = Totals()
+    acc = Accounts(record, totals, limit=None)
+    grant = {"type": "grant", "fps": 12.5, "requested": 15, "floor": 10,
+             "reason": "capacity_tightened"}  # fmt: skip
+    assert acc.message(P.dumps(grant), 0.0) == "grant"
+    assert record.granted_fps == 12.5 and record.grant_changes == 1
+    session = Session(0, SessionConfig("ws://127.0.0.1:1/ws", fps=15), [b""], totals,
+                      asyncio.Event())  # fmt: skip
+    assert session._rate() == 15
+    session.record.granted_fps = 12.5
+    assert session._rate() == 12.5
+    clock = session._follow(FrameClock(15, 0.0))
+    assert clock is not None and clock.fps == 12.5
+    ignoring = Session(1, SessionConfig("ws://127.0.0.1:1/ws", fps=15, follow_grant=False), [b""],
+                       totals, asyncio.Event())  # fmt: skip
+    ignoring.record.granted_fps = 12.5
+    assert ignoring._rate() == 15
+    records = [record]
+    record.outcome = "ok"
+    assert summarize(records, totals, elapsed_s=1.0)["granted_fps"]["sum"] == 12.5
