@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import socket
 import threading
 import time
@@ -166,6 +167,21 @@ def test_trusted_cache_is_reused_without_network_or_build(tmp_path: Path) -> Non
     assert got == dest
     assert logs == []
     assert time.monotonic() - start < 1
+
+
+def test_read_only_cache_is_served(tmp_path: Path) -> None:
+    """A cache in a read-only place (a container image, a read-only root file system): a
+    verified bundle is used as it is, with no lock file to write."""
+    dest = _cache(tmp_path, f"{BODY_SHA}  holistic_landmarker.task\n")
+    tmp_path.chmod(0o555)
+    try:
+        if os.access(tmp_path, os.W_OK):  # root writes anyway: take the lock's place away
+            (tmp_path / f".{dest.name}.lock").mkdir()
+        got = resolve_model("holistic", cache_dir=tmp_path, allow_download=False,
+                            allow_build=False, log=lambda _: None)
+    finally:
+        tmp_path.chmod(0o755)
+    assert got == dest
 
 
 @pytest.mark.parametrize("sha_line", [None, "0" * 64 + "  x\n", "not a checksum\n", ""])
