@@ -25,7 +25,6 @@ import os
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -160,7 +159,3 @@ class CompositeHolistic:
         self._pose.close()
         self._face.close()
 
-
-def create(models: Mapping[str, Path]) -> Any:
-    """The default single-image holistic detector (needs the pose, face and holistic models)."""
-    return CompositeHolistic(models)
