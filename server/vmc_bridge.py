@@ -5,6 +5,14 @@ the rig once per stream; this bridge runs on the consumer's side: it subscribes 
 `rig`), turns each result into one bundle (server.rig.vmc.build_bundle) and sends it over UDP on
 arrival, so bundles follow the stream's own rate. The server never sends UDP.
 
+Tracking lost. Each bundle's /VMC/Ext/OK carries the protocol's tracking status: 1 while the
+stream's rig tracks a person, 0 when it does not. When the stream ends (`stream_ended`), or no
+result has come for `lost_after_s` (a stalled producer, a lost server), the bridge eases the
+avatar from its last pose to the rig's neutral pose (arms down, face neutral; server.rig
+neutral_rig) over `fade_s` in bundles at 30 Hz with tracking 0, then repeats that neutral bundle
+every `keepalive_s` until results come back, so a receiver neither freezes mid-blink nor loses
+the avatar.
+
 Failures are reported (`events`, the log) and retried: an unknown stream (`stream_not_found`), a
 producer that leaves (`stream_ended`: keep the subscription), a server that goes away (bounded
 exponential backoff; `max_retries` attempts in a row without a result), a VMC receiver that is not
@@ -28,6 +36,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from holistream import client, protocol
 from holistream.client import ErrorMsg, Rejected, SessionClosed
 from server.rig import Rig, build_bundle, mirror_rig
+from server.rig.tracking import FADE_HZ, fade_to_neutral
 
 log = logging.getLogger("holistream.vmc")
 
@@ -49,6 +58,9 @@ class BridgeConfig:
     backoff_max_s: float = 10.0
     status_interval_s: float = 10.0
     open_timeout_s: float = 10.0
+    lost_after_s: float = 1.0  # no result for this long (and no stream_ended): tracking lost
+    fade_s: float = 0.4  # the ease from the last pose to neutral
+    keepalive_s: float = 1.0  # then the neutral bundle again, this often
 
 
 @dataclass(slots=True)
@@ -59,6 +71,7 @@ class BridgeStats:
     no_rig: int = 0  # results without a rig block (nothing to send)
     lost: int = 0  # results not sent: gaps in seq (dropped by the server), or a UDP backlog
     refused: int = 0  # sends the kernel reported as ICMP port unreachable
+    lost_bundles: int = 0  # bundles sent with tracking 0 (easing to neutral, then holding it)
 
 
 class Event(NamedTuple):
@@ -129,6 +142,11 @@ def error_outcome(exc: Exception, url: str) -> Outcome:
     return Outcome("unreachable", f"cannot reach the server at {url}: {detail}", True)
 
 
+def is_tracking(rig: Rig) -> bool:
+    """Does a result's rig track a person (the body or the face found)?"""
+    return bool(rig.confidence[0] > 0.0 or rig.confidence[5] > 0.0)
+
+
 def rig_of(arrays: protocol.RigArrays, mirror: bool = False) -> Rig:
     """A result's binary rig block as a Rig (renormalised, NaN-free), mirrored if asked."""
     rig = Rig.from_arrays(arrays.bones, arrays.expressions, arrays.confidence, arrays.hips,
@@ -161,6 +179,11 @@ class VmcBridge:
         self._t0 = time.monotonic()
         self._last_seq: int | None = None
         self._udp_down = False
+        self._last_rig: Rig | None = None  # the last pose sent
+        self._last_result_at = 0.0
+        self._lost = False  # tracking lost: faded (or fading) to neutral
+        self._fade: asyncio.Task[None] | None = None
+        self._lost_sent_at = 0.0
 
     def report(self, kind: str, message: str, level: int = logging.INFO) -> None:
         self.events.append(Event(kind, message, time.monotonic()))
@@ -191,6 +214,7 @@ class VmcBridge:
                     f"{cfg.stream!r} at {cfg.url}" + (", mirrored" if cfg.mirror else "")
                     + ("" if cfg.smoothing else ", unsmoothed rig requested"))
         status = asyncio.create_task(self._status_loop(), name="vmc-status")
+        watchdog = asyncio.create_task(self._watchdog(), name="vmc-watchdog")
         backoff, failures = Backoff(cfg.backoff_s, cfg.backoff_max_s), 0
         try:
             while not self._stop.is_set():
@@ -217,8 +241,11 @@ class VmcBridge:
                     await asyncio.wait_for(self._stop.wait(), delay)
             return 0
         finally:
-            status.cancel()
-            await asyncio.gather(status, return_exceptions=True)
+            for task in (status, watchdog, self._fade):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(status, watchdog, *filter(None, [self._fade]),
+                                 return_exceptions=True)
             self._udp.close()
             st = self.stats
             self.report("stopped", f"stopped: {st.bundles} bundles sent from {st.results} results, "
@@ -271,6 +298,7 @@ class VmcBridge:
         elif isinstance(msg, client.StreamEvent):
             self.report("stream_ended", f"the producer of {msg.stream!r} left ({msg.reason}); "
                         "waiting for it to come back", logging.WARNING)
+            self._tracking_lost("the stream ended")
         elif isinstance(msg, ErrorMsg | client.WarningMsg) and not getattr(msg, "fatal", False):
             self.report("server_" + msg.code, f"the server says {msg.code}: {msg.message}",
                         logging.WARNING)
@@ -292,8 +320,54 @@ class VmcBridge:
             stats.lost += 1
             return
         rig = rig_of(result.rig_arrays, self.config.mirror)
-        self._udp.sendto(build_bundle(rig, time.monotonic() - self._t0))
+        if self._fade is not None:
+            self._fade.cancel()
+            self._fade = None
+        tracking = is_tracking(rig)
+        self._udp.sendto(build_bundle(rig, time.monotonic() - self._t0, tracking=tracking))
         stats.bundles += 1
+        self._last_rig, self._last_result_at = rig, time.monotonic()
+        if self._lost:
+            self._lost = False
+            self.report("tracking", "results again: tracking resumed")
+
+    # -- tracking lost ---------------------------------------------------------------------
+
+    def _tracking_lost(self, why: str) -> None:
+        """Ease the receiver's avatar to neutral, with tracking 0 (once per loss)."""
+        if self._lost or self._last_rig is None or self._stop.is_set():
+            return
+        self._lost = True
+        self.report("tracking_lost", f"{why}: easing the avatar to its neutral pose and telling "
+                    "the receiver tracking is lost (/VMC/Ext/OK tracking 0)", logging.WARNING)
+        self._fade = asyncio.get_running_loop().create_task(self._fade_out(self._last_rig))
+
+    async def _fade_out(self, last: Rig) -> None:
+        for rig in fade_to_neutral(last, self.config.fade_s):
+            self._send_lost(rig)
+            await asyncio.sleep(1.0 / FADE_HZ)
+        self._lost_sent_at = time.monotonic()
+
+    def _send_lost(self, rig: Rig) -> None:
+        if self._udp is None or self._udp.is_closing():
+            return
+        self._udp.sendto(build_bundle(rig, time.monotonic() - self._t0, tracking=False))
+        self.stats.lost_bundles += 1
+        self._last_rig = rig
+        self._lost_sent_at = time.monotonic()
+
+    async def _watchdog(self) -> None:
+        """No result for lost_after_s: tracking lost; once neutral, say so every keepalive_s."""
+        cfg = self.config
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            if not self._lost and self._last_rig is not None:
+                if now - self._last_result_at > cfg.lost_after_s:
+                    self._tracking_lost(f"no result for {cfg.lost_after_s:g} s")
+            elif (self._lost and (self._fade is None or self._fade.done())
+                  and now - self._lost_sent_at >= cfg.keepalive_s and self._last_rig is not None):
+                self._send_lost(self._last_rig)
 
     def _udp_error(self, exc: Exception) -> None:
         self.stats.refused += 1

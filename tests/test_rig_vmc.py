@@ -54,7 +54,8 @@ def test_bundle_roundtrip_over_udp() -> None:
     assert len(dispatcher.packets) == 1 and OscBundle.dgram_is_bundle(dispatcher.packets[0])
     msgs = dispatcher.messages
     addresses = [a for a, _ in msgs]
-    assert addresses[0] == "/VMC/Ext/OK" and msgs[0][1] == [1]
+    assert addresses[0] == "/VMC/Ext/OK" and msgs[0][1] == [1, 3, 0, 1]  # loaded, calibrated,
+    # normal mode, tracking (VMC protocol v2.7)
     assert addresses[1] == "/VMC/Ext/T" and msgs[1][1][0] == pytest.approx(12.5)
     assert addresses[2] == "/VMC/Ext/Root/Pos"
     root = msgs[2][1]
@@ -87,9 +88,14 @@ def test_fast_path_is_byte_identical_to_the_python_osc_builders() -> None:
             offsets = (
                 {"LeftUpperArm": (-0.1, 0.0, 0.0), "Hips": (0.0, 1.0, 0.02)} if k % 2 else None
             )
-            fast = build_bundle(rig, k * 0.37, include_root=include_root, bone_offsets=offsets)
-            slow = build_osc_bundle(rig, k * 0.37, include_root=include_root, bone_offsets=offsets)
+            tracking = k != 3
+            fast = build_bundle(rig, k * 0.37, include_root=include_root, bone_offsets=offsets,
+                                tracking=tracking)
+            slow = build_osc_bundle(rig, k * 0.37, include_root=include_root,
+                                    bone_offsets=offsets, tracking=tracking)
             assert fast == bytes(slow.dgram)
+            ok = next(iter(OscBundle(fast)))
+            assert ok.address == "/VMC/Ext/OK" and ok.params == [1, 3, 0, int(tracking)]
 
 
 def test_without_root_the_hips_carry_the_translation() -> None:

@@ -25,7 +25,7 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 
 from holistream import protocol
 from holistream.client import ErrorMsg, Rejected
-from server.rig import BONES, EXPRESSIONS, PARTS, Rig, mirror_rig, quat
+from server.rig import BONES, EXPRESSIONS, PARTS, Rig, mirror_rig, neutral_rig, quat
 from server.vmc_bridge import Backoff, BridgeConfig, VmcBridge, close_outcome, error_outcome, rig_of
 from server.vmc_cli import add_arguments, config_from_args, parse_target
 from tests.conftest import HOLISTREAM, ServerProcess, media
@@ -39,18 +39,23 @@ JPEG = media("messi5.jpg").read_bytes()
 
 
 class OscReceiver:
-    """A python-osc UDP server on 127.0.0.1 keeping every datagram with its arrival time.
+    """A python-osc UDP server on 127.0.0.1 keeping every datagram with its arrival time:
+    `packets` those whose /VMC/Ext/OK says tracking (one per result), `lost` those that say
+    tracking is lost (the bridge easing to neutral, then holding it).
 
     BlockingOSCUDPServer handles datagrams one at a time in arrival order, which the tests compare
     with the order of the producer's results."""
 
     def __init__(self, port: int = 0) -> None:
         self.packets: list[tuple[float, bytes]] = []
+        self.lost: list[tuple[float, bytes]] = []
         receiver = self
 
         class Recording(Dispatcher):
             def call_handlers_for_packet(self, data: bytes, client_address: tuple) -> list:
-                receiver.packets.append((time.monotonic(), bytes(data)))
+                ok = next(iter(OscBundle(bytes(data))))
+                kept = receiver.packets if ok.params[-1] == 1 else receiver.lost
+                kept.append((time.monotonic(), bytes(data)))
                 return super().call_handlers_for_packet(data, client_address)
 
         dispatcher = Recording()
@@ -220,7 +225,8 @@ def check_bundle(bundle: OscBundle) -> dict[str, list]:
     msgs = list(bundle)
     addresses = [m.address for m in msgs]
     assert addresses[:3] == ["/VMC/Ext/OK", "/VMC/Ext/T", "/VMC/Ext/Root/Pos"]
-    assert msgs[0].params == [1] and msgs[2].params[0] == "root" and len(msgs[2].params) == 8
+    assert msgs[0].params in ([1, 3, 0, 1], [1, 3, 0, 0])  # loaded, calibrated, tracking
+    assert msgs[2].params[0] == "root" and len(msgs[2].params) == 8
     bones = msgs[3 : 3 + len(BONES)]
     assert [m.address for m in bones] == ["/VMC/Ext/Bone/Pos"] * len(BONES)
     assert [m.params[0] for m in bones] == list(BONES)
@@ -268,6 +274,49 @@ async def test_one_bundle_per_result_in_vmc_order_at_the_stream_rate(server: Ser
     rates = ((len(produced) - 1) / result_span, (len(arrivals) - 1) / bundle_span)
     print(f"results {rates[0]:.1f}/s, bundles {rates[1]:.1f}/s")
     assert 0.7 < rates[1] / rates[0] < 1.4
+
+
+async def test_after_the_producer_stops_the_receiver_hears_tracking_lost_and_neutral(
+    server: ServerProcess,
+) -> None:
+    name = unique("vmc-lost")
+    with osc_receiver() as receiver:
+        async with running(config(server.port, name, receiver.port)) as bridge:
+            await until(lambda: bridge.count("connected") == 1, what="bridge subscribed")
+            produced = await produce(server, name, 20, video_jpegs("messi_pan_640x480.avi", 20))
+            stopped = time.monotonic()  # the producer has closed its session
+            await until(lambda: len(receiver.lost) >= 2, timeout=5, what="tracking-lost bundles")
+            await asyncio.sleep(1.5)  # the neutral pose is said again while nobody tracks
+            assert bridge.count("tracking_lost") == 1
+    assert len(receiver.packets) == len(produced) - bridge.stats.lost  # all with tracking 1
+    last = rig_of_bundle(OscBundle(receiver.packets[-1][1]))
+    neutral = neutral_rig(last)
+    reached = None
+    for at, data in receiver.lost:
+        bundle = OscBundle(data)
+        assert next(iter(bundle)).params == [1, 3, 0, 0]  # loaded, calibrated, tracking lost
+        rig = rig_of_bundle(bundle)
+        if reached is None and np.degrees(quat.angle(
+                quat.mul(quat.conj(rig.bones), neutral.bones))).max() < 0.5:
+            reached = at
+            assert np.abs(rig.expressions).max() < 1e-6
+    assert reached is not None, "never reached the neutral pose"
+    print(f"neutral {reached - stopped:.2f} s after the producer stopped")
+    assert reached - stopped <= 1.0
+    assert receiver.lost[-1][0] - reached >= 0.9  # and said again a second later
+    # Neutral: the arms hang down beside the body (they were not, in the last tracked pose).
+    arm = quat.rotate(neutral.bones[BONES.index("LeftUpperArm")], np.array([-1.0, 0.0, 0.0]))
+    assert arm[1] < -0.85
+
+
+def rig_of_bundle(bundle: OscBundle) -> Rig:
+    """A Rig from a VMC bundle's bones and blend values (rotations only)."""
+    bones = {m.params[0]: m.params[4:8] for m in bundle if m.address == "/VMC/Ext/Bone/Pos"}
+    blends = {m.params[0]: m.params[1] for m in bundle if m.address == "/VMC/Ext/Blend/Val"}
+    rig = Rig.rest()
+    rig.bones = np.array([bones[b] for b in BONES], dtype=np.float64)
+    rig.expressions = np.array([blends[e] for e in EXPRESSIONS], dtype=np.float64)
+    return rig
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -5,6 +5,7 @@ Pure computation, no I/O. Coordinate conventions and the wire order of bones, ex
 parts are documented in skeleton.py.
 """
 
+from server.rig import quat
 from server.rig.skeleton import (
     BONES,
     EXPRESSIONS,
@@ -16,6 +17,7 @@ from server.rig.skeleton import (
 )
 from server.rig.smoothing import RigSmoother, mirror_rig
 from server.rig.solver import RigSolver, solve
+from server.rig.tracking import neutral_rig
 from server.rig.vmc import build_bundle, build_osc_bundle
 
 __all__ = [
@@ -31,5 +33,7 @@ __all__ = [
     "build_bundle",
     "build_osc_bundle",
     "mirror_rig",
+    "neutral_rig",
+    "quat",
     "solve",
 ]

@@ -82,6 +82,29 @@ def neutral_rig(rig: Rig, seated: bool | None = None) -> Rig:
     return Rig(bones, np.zeros(3), np.zeros(len(EXPRESSIONS)), np.zeros(3), np.zeros(len(PARTS)))
 
 
+FADE_HZ = 30.0  # bundles a second while easing to neutral (the VMC bridge)
+
+
+def blend_rig(a: Rig, b: Rig, t: float) -> Rig:
+    """The rig t of the way from a to b (0..1): bones along the shortest arc, the rest linear."""
+    t = min(max(t, 0.0), 1.0)
+    step = quat.power(quat.mul(quat.conj(a.bones), b.bones), t)
+    return Rig(
+        quat.normalize(quat.mul(a.bones, step)),
+        a.hips_position + t * (b.hips_position - a.hips_position),
+        a.expressions + t * (b.expressions - a.expressions),
+        a.head + t * (b.head - a.head),
+        b.confidence.copy(),
+    )
+
+
+def fade_to_neutral(last: Rig, duration_s: float, hz: float = FADE_HZ) -> list[Rig]:
+    """The rigs of an ease (smoothstep) from `last` to its neutral pose, ending on it."""
+    end = neutral_rig(last)
+    n = max(1, round(duration_s * hz))
+    return [blend_rig(last, end, (k / n) * (k / n) * (3.0 - 2.0 * k / n)) for k in range(1, n + 1)]
+
+
 def _group_rows(names: tuple[str, ...]) -> npt.NDArray[np.intp]:
     return np.array([BONE_INDEX[n] for n in names], dtype=np.intp)
 

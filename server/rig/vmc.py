@@ -6,7 +6,8 @@ HumanBodyBones and VRM 0.x BlendShapePreset names. Rig values are already in tha
 (skeleton.py), so nothing is converted here.
 
 One bundle per frame, in this order (receivers such as EVMC4U apply blendshapes on Apply):
-    /VMC/Ext/OK        (int) 1                                   model loaded / data valid
+    /VMC/Ext/OK        (int) 1 3 0 tracking                      loaded, calibrated, normal
+                                                                 mode, tracking 1 (ok) or 0 (lost)
     /VMC/Ext/T         (float) t                                 sender's relative time
     /VMC/Ext/Root/Pos  "root" px py pz qx qy qz qw               (include_root=True)
     /VMC/Ext/Bone/Pos  name px py pz qx qy qz qw                 one per skeleton.BONES
@@ -50,6 +51,7 @@ BLEND = "/VMC/Ext/Blend/Val"
 APPLY = "/VMC/Ext/Blend/Apply"
 
 DEFAULT_HIPS_HEIGHT = 0.9  # metres above the root for a typical adult-sized VRM
+CALIBRATED = 3  # /VMC/Ext/OK calibration state: the rig is relative to its neutral (docs/rig.md)
 
 
 def _message(address: str, *args: str | int | float) -> OscMessage:
@@ -83,6 +85,12 @@ def _frame_values(
     return np.array([float(t_seconds)]), root, bones, expr
 
 
+def ok_args(tracking: bool) -> tuple[int, int, int, int]:
+    """/VMC/Ext/OK's arguments (protocol v2.7): loaded, calibration state (3: calibrated),
+    calibration mode (0: normal), tracking status (1: tracking, 0: lost)."""
+    return (1, CALIBRATED, 0, int(tracking))
+
+
 def build_osc_bundle(
     rig: Rig,
     t_seconds: float,
@@ -90,11 +98,12 @@ def build_osc_bundle(
     include_root: bool = True,
     hips_height: float = DEFAULT_HIPS_HEIGHT,
     bone_offsets: Mapping[str, npt.ArrayLike] | None = None,
+    tracking: bool = True,
 ) -> OscBundle:
     """The frame's VMC bundle as a python-osc OscBundle, message by message (reference path)."""
     t, root, bones, expr = _frame_values(rig, t_seconds, include_root, hips_height, bone_offsets)
     bundle = OscBundleBuilder(IMMEDIATELY)
-    bundle.add_content(_message(OK, 1))
+    bundle.add_content(_message(OK, *ok_args(tracking)))
     bundle.add_content(_message(TIME, *t.tolist()))
     if include_root:
         bundle.add_content(_message(ROOT, "root", *root.tolist()))
@@ -114,9 +123,11 @@ class _Template:
     ~50x faster than re-running the builders for ~60 messages per frame and session.
     """
 
-    def __init__(self, include_root: bool) -> None:
+    def __init__(self, include_root: bool, tracking: bool) -> None:
         zero = Rig.rest()
-        dgram = bytes(build_osc_bundle(zero, 0.0, include_root=include_root).dgram)
+        dgram = bytes(
+            build_osc_bundle(zero, 0.0, include_root=include_root, tracking=tracking).dgram
+        )
         self.data = np.frombuffer(dgram, dtype=np.uint8).copy()
         floats = [(TIME, 1)] + ([(ROOT, 7)] if include_root else [])
         floats += [(BONE, 7)] * len(BONES) + [(BLEND, 1)] * len(EXPRESSIONS) + [(APPLY, 0)]
@@ -138,7 +149,7 @@ class _Template:
         return out.tobytes()
 
 
-_TEMPLATES: dict[bool, _Template] = {}
+_TEMPLATES: dict[tuple[bool, bool], _Template] = {}
 
 
 def build_bundle(
@@ -148,14 +159,16 @@ def build_bundle(
     include_root: bool = True,
     hips_height: float = DEFAULT_HIPS_HEIGHT,
     bone_offsets: Mapping[str, npt.ArrayLike] | None = None,
+    tracking: bool = True,
 ) -> bytes:
     """The frame's VMC bundle as one UDP datagram payload.
 
     Byte-identical to build_osc_bundle(...).dgram (tested), via a cached python-osc template.
     """
-    template = _TEMPLATES.get(include_root)
+    key = (include_root, tracking)
+    template = _TEMPLATES.get(key)
     if template is None:
-        template = _TEMPLATES[include_root] = _Template(include_root)
+        template = _TEMPLATES[key] = _Template(include_root, tracking)
     t, root, bones, expr = _frame_values(rig, t_seconds, include_root, hips_height, bone_offsets)
     parts = (t, root, bones.ravel(), expr) if include_root else (t, bones.ravel(), expr)
     return template.render(np.concatenate(parts))
