@@ -35,6 +35,13 @@ def test_radians_are_normalized_into_minus_pi_to_pi() -> None:
         assert math.isclose(math.sin(out), math.sin(angle), abs_tol=1e-9)
 
 
+def test_degenerate_regions_are_not_cropped() -> None:
+    point = np.array([0.5, 0.5])
+    assert not roi.usable(roi.hand_roi_from_pose(point, point, point, W, H), W, H)
+    assert not roi.usable(roi.Rect(0.5, math.nan, 0.1, 0.1), W, H)
+    assert roi.usable(roi.Rect(0.5, 0.5, 2 / W, 2 / H, 1.0), W, H)
+
+
 def test_transform_makes_square_in_pixels_then_scales_and_shifts_along_its_axes() -> None:
     rect = roi.Rect(0.5, 0.5, 0.1, 0.2)  # 64 × 96 pixels
     out = roi.transform(rect, W, H, scale=2.0, square_long=True)

@@ -126,6 +126,8 @@ class CompositeHolistic:
     def _face_part(self, rgb: np.ndarray, pose: np.ndarray, width: int,
                    height: int) -> Array | None:
         rect = roi.face_roi_from_pose(pose, width, height)
+        if not roi.usable(rect, width, height):
+            return None
         side = int(np.clip(round(rect.w * width), FACE_CROP_MIN, FACE_CROP_MAX))
         face_crop = np.ascontiguousarray(crop(rgb, rect, side, cv2.BORDER_CONSTANT))
         found = self._face.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=face_crop))
@@ -141,10 +143,14 @@ class CompositeHolistic:
         if not pose[wrist, 3] > roi.HAND_VISIBILITY:
             return None, None
         rect = roi.hand_roi_from_pose(pose[wrist], pose[pinky], pose[index], width, height)
+        if not roi.usable(rect, width, height):
+            return None, None
         out = self._recrop(crop(rgb, rect, self._recrop.size, cv2.BORDER_REPLICATE))
         guide = roi.from_crop(out["output_crop"][:4].reshape(2, 2) / self._recrop.size, rect,
                               width, height)
         rect = roi.hand_roi_from_recrop(guide[0], guide[1], width, height)
+        if not roi.usable(rect, width, height):
+            return None, None
         out = self._hand(crop(rgb, rect, self._hand.size, cv2.BORDER_REPLICATE))
         if not float(out["Identity_1"][0]) > HAND_PRESENCE:
             return None, None

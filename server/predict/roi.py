@@ -42,6 +42,13 @@ class Rect:
         return self.x * width, self.y * height, self.w * width, self.h * height
 
 
+def usable(rect: Rect, width: int, height: int) -> bool:
+    """A region that can be cropped: finite, and at least a pixel a side (points that all
+    coincide give an empty one)."""
+    values = (rect.x, rect.y, rect.w, rect.h, rect.rotation)
+    return all(math.isfinite(v) for v in values) and min(rect.w * width, rect.h * height) >= 1
+
+
 def normalize_radians(angle: float) -> float:
     """Into [-pi, pi), as MediaPipe does."""
     return angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
