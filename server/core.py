@@ -21,6 +21,7 @@ from server import __version__
 from server.config import Config
 from server.http.rate_limit import AddressLimits
 from server.metrics import InstanceState, Metrics
+from server.predict.worker import COMPOSITE_EXTRA_BYTES
 from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
 from server.sessions.frame_slot import Pending
 from server.sessions.grants import changed, round_fps
@@ -99,8 +100,10 @@ class Core:
             await self._calibrate()
         # Single images, per worker: the fast path's pose and face landmarkers, and one clean
         # holistic landmarker kept ready once the exact path has been used (docs/predict.md).
-        per_worker = sum(self.admission.costs[name].memory_bytes
-                         for name in ("holistic", "pose", "face") if name in self.models)
+        per_worker = COMPOSITE_EXTRA_BYTES + sum(
+            self.admission.costs[name].memory_bytes
+            for name in ("holistic", "pose", "face") if name in self.models
+        )
         self.admission.reserved_bytes = self.config.workers * per_worker
         self._publish_capacity()
         self._ticker = asyncio.create_task(self._tick_stats(), name="stats-ticker")
