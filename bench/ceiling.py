@@ -36,9 +36,9 @@ class LoopResult:
 
 def _quiet() -> None:
     """Drop MediaPipe's native INFO/WARNING chatter on fd 2, as the server's workers do."""
-    from server.workers.process import _filter_native_logs
+    from server.logs import filter_native_logs
 
-    _filter_native_logs()
+    filter_native_logs("bench")
 
 
 def _decode_all(frames: list[bytes]) -> list[Any]:
