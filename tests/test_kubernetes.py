@@ -79,7 +79,7 @@ def test_deployment_probes_drain_and_sizing() -> None:
     resources = container["resources"]
     assert resources["requests"] == resources["limits"]
     limit_mib = int(re.fullmatch(r"(\d+)Gi", resources["limits"]["memory"])[1]) * 1024
-    assert float(env["HOLISTREAM_MEMORY_BUDGET_MB"]) <= 0.75 * limit_mib
+    assert float(env["HOLISTREAM_MEMORY_BUDGET_MB"]) <= 0.85 * limit_mib
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
