@@ -24,7 +24,6 @@ from server.metrics import InstanceState, Metrics
 from server.predict.worker import COMPOSITE_EXTRA_BYTES
 from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
 from server.sessions.frame_slot import Pending
-from server.sessions.grants import changed, round_fps
 from server.sessions.session import FramePayload, Session
 from server.streams.hub import Stream, StreamHub, Subscriber
 from server.streams.relay import RedisRelay
@@ -188,35 +187,15 @@ class Core:
         """Share capacity again (measured costs moved, a session came or went) and tell each
         live session whose grant moved enough to matter (`grant` message, docs/protocol.md)."""
         grants = self.admission.regrant() if recompute else self.admission.grants
-        floor = self.config.floor_fps
         for session in self.sessions.values():
             fps = grants.get(session.id)
-            if fps is None or session.hello is None:
-                continue
-            wire = round_fps(fps)
-            if session.live and (session is configured or changed(session.told, wire)):
-                if session is configured:
-                    reason = "configured"
-                elif wire > (session.told or 0.0):
-                    reason = "capacity_freed"
-                else:
-                    reason = "capacity_tightened"
-                session.told = wire
-                requested = session.hello.fps
-                session.send_control(
-                    protocol.grant_message(wire, requested, min(floor, requested), reason)
-                )
-            session.set_grant(session.told if session.live and session.told else wire)
+            if fps is not None:
+                session.regrant(fps, self.config.floor_fps, configured=session is configured)
         self.metrics.granted_fps.set(sum(grants.values()))
 
     def grant_for_ready(self, session: Session) -> dict[str, float]:
         """The grant `ready` carries; from then on the session is held to it."""
-        assert session.hello is not None
-        wire = round_fps(self.admission.grant_of(session.id))
-        session.told = wire
-        session.set_grant(wire)
-        requested = session.hello.fps
-        return {"fps": wire, "requested": requested, "floor": min(self.config.floor_fps, requested)}
+        return session.grant_ready(self.admission.grant_of(session.id), self.config.floor_fps)
 
     def _publish_capacity(self) -> None:
         for name in protocol.PIPELINES:

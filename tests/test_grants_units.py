@@ -131,3 +131,25 @@ def test_session_holds_frames_beyond_its_grant_and_drops_them_as_over_grant() ->
         session.slot.finish(k)
     assert session.slot.dropped["over_grant"] == 1
     assert 1.9 < t - 0.1 < 2.1  # 20 frames in ~2 s: the grant, 10 fps
+
+
+def test_session_is_told_when_its_grant_moves_enough() -> None:
+    import orjson
+
+    from holistream.protocol import Hello
+    from server.sessions.session import Session
+
+    session = Session(peer="test", stream=None)
+    session.configure(Hello(fps=30))
+    assert session.grant_ready(28.96, 10) == {"fps": 28.9, "requested": 30, "floor": 10}
+    session.live = True
+    told = []
+    session.send_control = lambda m: told.append(orjson.loads(m))  # type: ignore[method-assign]
+    session.regrant(20.0, 10)
+    session.regrant(19.6, 10)  # a wobble: not worth a message, the client keeps 20
+    session.regrant(27.0, 10)
+    session.regrant(27.0, 10, configured=True)
+    assert [(m["fps"], m["reason"]) for m in told] == [
+        (20.0, "capacity_tightened"), (27.0, "capacity_freed"), (27.0, "configured"),
+    ]  # fmt: skip
+    assert session.pacer.rate == 27.0 and told[0]["floor"] == 10 and told[0]["requested"] == 30

@@ -16,6 +16,7 @@ from typing import Any
 from holistream import protocol
 from holistream.protocol import Hello, Result, Timing
 from server.sessions.frame_slot import FrameSlot, Pending
+from server.sessions.grants import changed, round_fps
 from server.sessions.outbox import Outbox
 from server.sessions.pacer import RatePacer
 from server.sessions.stats import RollingMedian, RollingRate
@@ -94,6 +95,35 @@ class Session:
     def set_grant(self, fps: float) -> None:
         self.grant = fps
         self.pacer.set_rate(fps)
+
+    def grant_ready(self, fps: float, floor: float) -> dict[str, float]:
+        """The grant `ready` tells the client; the session is held to it from now on."""
+        assert self.hello is not None
+        self.told = round_fps(fps)
+        self.set_grant(self.told)
+        requested = self.hello.fps
+        return {"fps": self.told, "requested": requested, "floor": min(floor, requested)}
+
+    def regrant(self, fps: float, floor: float, *, configured: bool = False) -> None:
+        """A new grant: a live session whose grant moved enough to matter (or that asked for
+        another rate) is told with a `grant` message, and held to what it was told."""
+        if self.hello is None:
+            return
+        wire = round_fps(fps)
+        if not self.live:
+            self.set_grant(wire)
+            return
+        if configured or changed(self.told, wire):
+            if configured:
+                reason = "configured"
+            elif wire > (self.told or 0.0):
+                reason = "capacity_freed"
+            else:
+                reason = "capacity_tightened"
+            self.told = wire
+            asked = self.hello.fps
+            self.send_control(protocol.grant_message(wire, asked, min(floor, asked), reason))
+        self.set_grant(self.told or wire)
 
     def offer(self, frame_id: int, payload: FramePayload, now: float) -> float:
         """Take a frame in; returns 0 when it may go to inference now, else the seconds until
