@@ -1,4 +1,4 @@
-"""Protocol v1 codec, sans I/O: bytes and dicts in, typed values out (docs/protocol.md).
+"""Protocol 1.1 codec, sans I/O: bytes and dicts in, typed values out (docs/protocol.md).
 
 The server, the Python client, the load generator and the tests all encode and decode through
 this module, so there is exactly one definition of every byte on the wire.
@@ -17,19 +17,31 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from holistream.binary import (
+    RESULT_HEADER,
+    RESULT_MAGIC,
+    RESULT_MAGIC_V1,
+    binary_result_size,
+    decode_result_binary,
+    encode_result_binary,
+    encode_result_binary_v1,
+)
 from holistream.landmarks import GROUPS, PART_NAMES, PART_POINTS, PART_STRIDES, Array
+from holistream.results import PIPELINES, ProtocolError, Result, RigArrays, Timing
 
-PROTOCOL_VERSION: Final = 1
+__all__ = [
+    "PIPELINES", "RESULT_HEADER", "RESULT_MAGIC", "RESULT_MAGIC_V1", "ProtocolError", "Result",
+    "RigArrays", "Timing", "binary_result_size", "decode_result_binary", "encode_result_binary",
+    "encode_result_binary_v1",
+]  # fmt: skip
+
+# What this codec speaks: "1.1". A hello may still say 1 (or "1.0"): such sessions get what 1.0
+# promised, including the deprecated HSR1 binary layout (holistream.binary).
+PROTOCOL_VERSION: Final = "1.1"
+PROTOCOL_VERSIONS: Final[Mapping[object, str]] = {1: "1.0", "1.0": "1.0", "1.1": "1.1", 1.1: "1.1"}
 
 FRAME_MAGIC: Final = b"HSF1"
 FRAME_HEADER = struct.Struct("<4sId")  # magic, frame_id, ts
-RESULT_MAGIC: Final = b"HSR1"
-RESULT_HEADER = struct.Struct("<4sHHIIdIHHffff")
-RIG_HEADER = struct.Struct("<HH")
-RIG_FLAG: Final = 1 << 8
-RIG_CONFIDENCE_COUNT: Final = 8
-
-PIPELINES: tuple[str, ...] = ("holistic", "face", "pose", "hands", "holistic_lite")
 MODELS: tuple[str, ...] = ("full", "lite")  # hello `model`: "lite" runs holistic_lite
 FORMATS: tuple[str, ...] = ("json", "binary")
 ALL_GROUPS: tuple[str, ...] = ("face", "hands", "pose")
@@ -44,20 +56,6 @@ GRANT_REASONS: tuple[str, ...] = ("capacity_freed", "capacity_tightened", "confi
 ROUND_DECIMALS: Final = 4
 DEFAULT_FPS: Final = 15.0  # the rate a session is priced at when its client does not say
 MAX_FPS: Final = 240.0
-# Binary results carry landmark values as int16 counts of 1/10000: exactly the 4-decimal values
-# the JSON carries, in 2 bytes instead of ~7 (float32 would be 4 bytes and not exact).
-FIXED_SCALE: Final = 10_000
-FIXED_LIMIT: Final = 32_767
-
-
-class ProtocolError(Exception):
-    """A peer broke the protocol; `code` is the stable error code of docs/protocol.md."""
-
-    def __init__(self, code: str, message: str, *, frame: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.frame = frame
 
 
 # ---------------------------------------------------------------------------- client -> server
@@ -114,6 +112,17 @@ class Hello:
     fps: float = DEFAULT_FPS  # the rate asked for; the server grants at most this
     client: str = ""
     model: str = "full"  # "lite": holistic runs with the lite hand model (holistic_lite)
+    protocol: str = PROTOCOL_VERSION  # "1.0" or "1.1", as negotiated by hello
+
+    @property
+    def wire_format(self) -> str:
+        """How results are encoded for this session: json, binary (HSR2) or binary1 (HSR1)."""
+        return "binary1" if self.format == "binary" and self.protocol == "1.0" else self.format
+
+    @property
+    def protocol_answer(self) -> int | str:
+        """`ready.protocol`: 1 for a 1.0 client, as 1.0 promised; "1.1" otherwise."""
+        return 1 if self.protocol == "1.0" else self.protocol
 
 
 def parse_message(text: str | bytes) -> dict[str, Any]:
@@ -176,13 +185,21 @@ def _parse_rig(value: object, code: str) -> RigOptions | None:
     )
 
 
-def parse_hello(msg: Mapping[str, Any]) -> Hello:
-    protocol = msg.get("protocol")
-    if protocol != PROTOCOL_VERSION:
+def negotiate(value: object) -> str:
+    """The version a hello's `protocol` asks for ("1.0" or "1.1"), or `unsupported_protocol`."""
+    version = None if isinstance(value, bool | list | dict) else PROTOCOL_VERSIONS.get(value)
+    if version is None:
+        said = "no 'protocol'" if value is None else f"protocol {value!r}"
         raise ProtocolError(
-            "unsupported_protocol", f"protocol {protocol!r} is not supported; this server speaks 1"
+            "unsupported_protocol",
+            f"hello has {said}; this server speaks \"{PROTOCOL_VERSION}\" (and 1 for 1.0 clients)",
         )
-    return _parse_options(msg, Hello(), code="bad_hello", allow_format=True)
+    return version
+
+
+def parse_hello(msg: Mapping[str, Any]) -> Hello:
+    base = Hello(protocol=negotiate(msg.get("protocol")))
+    return _parse_options(msg, base, code="bad_hello", allow_format=True)
 
 
 def parse_configure(msg: Mapping[str, Any], current: Hello) -> Hello:
@@ -220,7 +237,7 @@ def _parse_options(msg: Mapping[str, Any], base: Hello, *, code: str, allow_form
     model = msg.get("model", base.model)
     if model not in MODELS:
         raise ProtocolError(code, "'model' must be 'full' or 'lite'")
-    return Hello(parts, world, fmt, rig, fps, client[:100], model)
+    return Hello(parts, world, fmt, rig, fps, client[:100], model, base.protocol)
 
 
 def pipeline_for(parts: Sequence[str], model: str = "full") -> str:
@@ -241,53 +258,12 @@ def wire_parts(parts: Sequence[str], world: bool) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------- server -> client
 
 
-@dataclass(slots=True)
-class Timing:
-    queue_ms: float = 0.0
-    decode_ms: float = 0.0
-    inference_ms: float = 0.0
-    total_ms: float = 0.0
-
-    def to_json(self) -> dict[str, float]:
-        return {
-            "queue_ms": round(self.queue_ms, 2),
-            "decode_ms": round(self.decode_ms, 2),
-            "inference_ms": round(self.inference_ms, 2),
-            "total_ms": round(self.total_ms, 2),
-        }
-
-
-@dataclass(slots=True)
-class RigArrays:
-    """The rig in its fixed wire order (bone and expression names live in server.rig)."""
-
-    bones: Array  # (B, 4) quaternions x, y, z, w
-    hips: Array  # (3,)
-    head: Array  # (3,) yaw, pitch, roll degrees
-    expressions: Array  # (E,)
-    confidence: Array  # (8,)
-
-
-@dataclass(slots=True)
-class Result:
-    """One frame's result as both wire formats carry it."""
-
-    frame: int
-    seq: int
-    ts: float
-    dropped: int
-    width: int
-    height: int
-    pipeline: str
-    parts: dict[str, Array | None]  # wire part name -> (points, stride) float32, None = not found
-    timing: Timing = field(default_factory=Timing)
-    rig: dict[str, Any] | None = None  # JSON form of the rig
-    rig_arrays: RigArrays | None = None  # binary form of the rig
-
-
 def round_landmarks(array: npt.ArrayLike) -> Array:
-    """Round to the protocol's precision once, so JSON and binary carry identical values."""
-    return np.round(np.asarray(array, dtype=np.float32), ROUND_DECIMALS).astype(np.float32)
+    """Round to the protocol's precision once, so JSON and binary carry identical values.
+
+    Rounded in float64: float32 would overflow to inf scaling values beyond ~3.4e34 by 10^4."""
+    as_f32 = np.asarray(array, dtype=np.float32).astype(np.float64)
+    return np.round(as_f32, ROUND_DECIMALS).astype(np.float32)
 
 
 def result_to_json_obj(result: Result) -> dict[str, Any]:
@@ -311,97 +287,6 @@ def result_to_json_obj(result: Result) -> dict[str, Any]:
 
 def encode_result_json(result: Result) -> bytes:
     return orjson.dumps(result_to_json_obj(result), option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def encode_result_binary(result: Result) -> bytes:
-    flags = PIPELINES.index(result.pipeline) << 12
-    chunks: list[bytes] = []
-    for bit, name in enumerate(PART_NAMES):
-        arr = result.parts.get(name)
-        if arr is not None:
-            flags |= 1 << bit
-            fixed = np.clip(np.rint(arr * np.float32(FIXED_SCALE)), -FIXED_LIMIT, FIXED_LIMIT)
-            chunks.append(fixed.astype("<i2").tobytes())
-    rig = result.rig_arrays
-    if rig is not None:
-        flags |= RIG_FLAG
-        chunks.append(RIG_HEADER.pack(len(rig.bones), len(rig.expressions)))
-        for arr in (rig.bones, rig.hips, rig.head, rig.expressions, rig.confidence):
-            chunks.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
-    t = result.timing
-    header = RESULT_HEADER.pack(
-        RESULT_MAGIC,
-        RESULT_HEADER.size,
-        flags,
-        result.frame & 0xFFFFFFFF,
-        result.seq & 0xFFFFFFFF,
-        result.ts,
-        min(result.dropped, 0xFFFFFFFF),
-        result.width,
-        result.height,
-        t.queue_ms,
-        t.decode_ms,
-        t.inference_ms,
-        t.total_ms,
-    )
-    return header + b"".join(chunks)
-
-
-def decode_result_binary(data: bytes) -> Result:
-    if len(data) < RESULT_HEADER.size or data[:4] != RESULT_MAGIC:
-        raise ProtocolError("bad_message", "not a binary result (HSR1)")
-    (_, header_len, flags, frame, seq, ts, dropped, width, height, q, d, i, tot) = (
-        RESULT_HEADER.unpack_from(data)
-    )
-    offset = header_len
-    parts: dict[str, Array | None] = {}
-    for bit, name in enumerate(PART_NAMES):
-        if flags & (1 << bit):
-            shape = (PART_POINTS[name], PART_STRIDES[name])
-            count = shape[0] * shape[1]
-            fixed = np.frombuffer(data, "<i2", count, offset).astype(np.float32)
-            parts[name] = (fixed / np.float32(FIXED_SCALE)).reshape(shape)
-            offset += count * 2
-    rig_arrays = None
-    if flags & RIG_FLAG:
-        n_bones, n_expr = RIG_HEADER.unpack_from(data, offset)
-        offset += RIG_HEADER.size
-        sizes = (n_bones * 4, 3, 3, n_expr, RIG_CONFIDENCE_COUNT)
-        arrays = []
-        for size in sizes:
-            arrays.append(np.frombuffer(data, "<f4", size, offset))
-            offset += size * 4
-        rig_arrays = RigArrays(arrays[0].reshape(n_bones, 4), *arrays[1:])
-    return Result(
-        frame,
-        seq,
-        ts,
-        dropped,
-        width,
-        height,
-        PIPELINES[(flags >> 12) & 0xF],
-        parts,
-        Timing(q, d, i, tot),
-        None,
-        rig_arrays,
-    )
-
-
-def binary_result_size(data: bytes) -> int:
-    """The length a binary result must have, judged from its header, flags and rig counts."""
-    if len(data) < RESULT_HEADER.size or data[:4] != RESULT_MAGIC:
-        raise ProtocolError("bad_message", "not a binary result (HSR1)")
-    header_len, flags = struct.unpack_from("<HH", data, 4)
-    size = header_len
-    for bit, name in enumerate(PART_NAMES):
-        if flags & (1 << bit):
-            size += PART_POINTS[name] * PART_STRIDES[name] * 2
-    if flags & RIG_FLAG:
-        if len(data) < size + RIG_HEADER.size:
-            raise ProtocolError("bad_message", "binary result cut inside its rig block")
-        n_bones, n_expr = RIG_HEADER.unpack_from(data, size)
-        size += RIG_HEADER.size + 4 * (n_bones * 4 + 3 + 3 + n_expr + RIG_CONFIDENCE_COUNT)
-    return size
 
 
 def decode_result_json(obj: Mapping[str, Any]) -> Result:

@@ -103,7 +103,7 @@ def test_binary_and_json_results_carry_the_same_values() -> None:
             continue
         np.testing.assert_array_equal(as_bin.parts[name], arr)
         np.testing.assert_allclose(as_json.parts[name], arr, atol=0, rtol=0)
-    assert len(binary) < 0.5 * len(protocol.encode_result_json(result))
+    assert len(binary) < 0.6 * len(protocol.encode_result_json(result))  # float32: 4 B a value
 
 
 def test_wire_parts_follow_options() -> None:

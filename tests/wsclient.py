@@ -1,4 +1,4 @@
-"""A bare protocol-v1 test client on the `websockets` library, speaking through the codec.
+"""A bare protocol test client on the `websockets` library, speaking through the codec.
 
 Deliberately lower level than holistream.client: the tests here need to send malformed input,
 push frames without flow control and watch every message the server sends.
@@ -69,7 +69,9 @@ async def connect(url: str, *, hello: dict[str, Any] | None = None, **kw: Any) -
     ws = await websockets.connect(url, max_size=None, open_timeout=20, **kw)
     if hello is None:
         return Conn(ws, {})
-    await ws.send(orjson.dumps({"type": "hello", "protocol": 1, **hello}).decode())
+    # Protocol 1.1 unless the test says otherwise (e.g. {"protocol": 1} for a 1.0 client).
+    first = {"type": "hello", "protocol": protocol.PROTOCOL_VERSION} | hello
+    await ws.send(orjson.dumps(first).decode())
     ready = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
     assert ready["type"] == "ready", ready
     return Conn(ws, ready)

@@ -52,7 +52,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         return ws
     sub = Subscriber(
         name,
-        hello.format,
+        hello.wire_format,
         hello.rig is not None,
         rig_options=hello.rig,
         capacity=cfg.subscriber_buffer,
@@ -68,12 +68,12 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         protocol.dumps(
             {
                 "type": "ready",
-                "protocol": protocol.PROTOCOL_VERSION,
+                "protocol": hello.protocol_answer,
                 "session": sub.id,
                 "role": "subscriber",
                 "stream": name,
                 "live": core.stream_live(name),
-                "format": sub.format,
+                "format": hello.format,
                 "limits": {
                     "buffer": sub.capacity,
                     "stall_s": cfg.subscriber_stall_s,
@@ -152,7 +152,7 @@ async def _send_loop(ws: web.WebSocketResponse, sub: Subscriber, wake: asyncio.E
             if isinstance(data, str):
                 await ws.send_str(data)
             else:
-                binary = is_result and sub.format == "binary"
+                binary = is_result and sub.format != "json"
                 await ws.send_frame(data, WSMsgType.BINARY if binary else WSMsgType.TEXT)
             if is_result:
                 sub.sent()

@@ -45,7 +45,8 @@ async def _send_loop(ws: web.WebSocketResponse, session: Session, wake: asyncio.
                 return
             if isinstance(item, Outgoing):
                 data = item.encoded(session.format)
-                opcode = WSMsgType.BINARY if session.format == "binary" else WSMsgType.TEXT
+                binary = session.format != "json"  # binary (HSR2) or binary1 (HSR1)
+                opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
                 await ws.send_frame(data, opcode)
             else:
                 await ws.send_str(item)
@@ -261,7 +262,7 @@ def _ready(core: Core, session: Session) -> dict[str, object]:
     grant = core.grant_for_ready(session)
     return {
         "type": "ready",
-        "protocol": protocol.PROTOCOL_VERSION,
+        "protocol": session.hello.protocol_answer,
         "session": session.id,
         "role": "producer",
         "pipeline": session.pipeline,

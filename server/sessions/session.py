@@ -40,6 +40,8 @@ class Outgoing:
         if data is None:
             if fmt == "binary":
                 data = protocol.encode_result_binary(self.result)
+            elif fmt == "binary1":  # protocol 1.0 sessions (deprecated HSR1)
+                data = protocol.encode_result_binary_v1(self.result)
             else:
                 data = protocol.encode_result_json(self.result)
             self._encoded[fmt] = data
@@ -84,7 +86,8 @@ class Session:
 
     @property
     def format(self) -> str:
-        return self.hello.format if self.hello else "json"
+        """The wire format of its results: json, binary (HSR2) or binary1 (HSR1, protocol 1.0)."""
+        return self.hello.wire_format if self.hello else "json"
 
     @property
     def fps(self) -> float:

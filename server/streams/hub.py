@@ -198,15 +198,21 @@ class StreamHub:
             sub.offer_event(text)
 
     def relay_result(self, name: str, binary: bytes, to_json: Callable[[], bytes]) -> None:
-        """A remote result: binary subscribers get the bytes as they are, JSON ones one shared
-        re-encoding, made only if someone wants it."""
-        now, as_json = time.monotonic(), None
+        """A remote result (HSR2): binary subscribers get the bytes as they are, JSON ones (and
+        protocol 1.0's HSR1) one shared re-encoding, made only if someone wants it."""
+        now = time.monotonic()
+        other: dict[str, bytes] = {}
         for sub in self.remote_subscribers(name):
             if sub.format == "binary":
                 sub.offer_result(binary, now)
-            else:
-                as_json = as_json if as_json is not None else to_json()
-                sub.offer_result(as_json, now)
+                continue
+            if sub.format not in other:
+                other[sub.format] = (
+                    protocol.encode_result_binary_v1(protocol.decode_result_binary(binary))
+                    if sub.format == "binary1"
+                    else to_json()
+                )
+            sub.offer_result(other[sub.format], now)
 
     def revoke(self, name: str, message: str) -> None:
         """Another instance turned out to own `name`: stop publishing the local producer."""

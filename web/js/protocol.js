@@ -1,7 +1,7 @@
-// holistream protocol v1 for the browser: the binary frame header, hello, message parsing,
+// holistream protocol 1.1 for the browser: the binary frame header, hello, message parsing,
 // and what errors and close codes mean in words. See docs/protocol.md.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = "1.1";
 export const FRAME_HEADER_BYTES = 16;
 const FRAME_MAGIC = [0x48, 0x53, 0x46, 0x31]; // "HSF1"
 
