@@ -1,4 +1,4 @@
-"""A small asyncio client for holistream protocol v1 (docs/protocol.md), on `websockets`.
+"""A small asyncio client for holistream protocol 1.1 (docs/protocol.md), on `websockets`.
 
     async with subscribe("ws://127.0.0.1:8000", "alice") as sub:
         async for msg in sub:
@@ -7,12 +7,16 @@
 
 A producer sends frames with `await client.send_frame(jpeg_bytes)`; the call waits until the
 server's grant allows the next frame (`granted_fps`, from `ready` and later `grant` messages:
-frames beyond it would only be dropped as `over_grant`) and while `max_in_flight` frames are
-unanswered, so a fast sender cannot queue up stale frames (credits come
-back on a result, an error naming the frame, or drops the server reports; a safety timeout frees a
-credit nobody answers). A background task reads the socket, so credits return even when the
-application is slow to iterate; messages wait for it in a bounded queue (the oldest is discarded
-when full, counted in `local_dropped`: a real-time consumer wants the newest).
+frames beyond it would only be dropped as `over_grant`) and while `ready.limits.max_in_flight`
+frames are unanswered, so a fast sender cannot queue up stale frames (credits come back on a
+result, an error naming the frame, or drops the server reports; a safety timeout frees a credit
+nobody answers). `await client.configure(parts=[...])` returns the server's `configured` answer
+(or raises ConfigureRefused). With `reconnect=True` a lost session is replaced by a new one with
+exponential back-off (honouring Retry-After on 429/503); the message stream then carries a
+`Reconnected` event, and connecting retries the same way. A background task reads the socket, so
+credits return even when the application is slow to iterate; messages wait for it in a bounded
+queue (the oldest is discarded when full, counted in `local_dropped`: a real-time consumer wants
+the newest).
 """
 
 from __future__ import annotations
@@ -20,23 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import orjson
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from holistream.backoff import Backoff, retry_after
 from holistream.credits import Ledger
 from holistream.messages import (
+    ConfigureRefused,
     ErrorMsg,
     Grant,
     HolistreamError,
     Message,
     Other,
     Ready,
+    Reconnected,
     Rejected,
     SessionClosed,
     Stats,
@@ -47,6 +51,7 @@ from holistream.messages import (
 )
 from holistream.protocol import (
     DEFAULT_FPS,
+    MAX_IN_FLIGHT,
     PROTOCOL_VERSION,
     ProtocolError,
     Result,
@@ -54,45 +59,42 @@ from holistream.protocol import (
     encode_frame,
     parse_message,
 )
+from holistream.transport import Connecting, endpoint, open_socket
 
 __all__ = [
-    "Client", "ErrorMsg", "Grant", "HolistreamError", "Other", "Ready", "Rejected", "Result",
-    "SessionClosed", "Stats", "StreamEvent", "WarningMsg", "connect", "subscribe",
+    "Client", "ConfigureRefused", "ErrorMsg", "Grant", "HolistreamError", "Other", "Ready",
+    "Reconnected", "Rejected", "Result", "SessionClosed", "Stats", "StreamEvent", "WarningMsg",
+    "connect", "subscribe",
 ]  # fmt: skip
-
-
-def endpoint(url: str, path: str, query: Mapping[str, str | None]) -> str:
-    """`url` as given, or with `path` when it names only the server; plus the query."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL: {url!r} (use ws:// or wss://)")
-    new_path = parts.path if parts.path not in ("", "/") else path
-    pairs = [(k, v) for k, v in query.items() if v is not None]
-    q = "&".join(x for x in (parts.query, urlencode(pairs)) if x)
-    return urlunsplit((parts.scheme, parts.netloc, new_path, q, ""))
-
-
-def _rejected(exc: InvalidStatus) -> Rejected:
-    response = exc.response
-    code, message = "http_error", ""
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        err = orjson.loads(response.body or b"{}")["error"]
-        code, message = str(err["code"]), str(err["message"])
-    retry: float | None = None
-    with contextlib.suppress(TypeError, ValueError):
-        retry = float(response.headers.get("Retry-After", ""))
-    return Rejected(response.status_code, code, message, retry)
+Opener = Callable[[], Awaitable[ClientConnection]]
+RETRYABLE = (Rejected, SessionClosed, OSError, TimeoutError, InvalidHandshake)
 
 
 class Client:
     """One holistream session (producer or subscriber). Create it with `connect`/`subscribe`."""
 
     def __init__(
-        self, ws: ClientConnection, *, max_in_flight: int, credit_timeout: float, queue: int
+        self,
+        ws: ClientConnection,
+        *,
+        max_in_flight: int | None,
+        credit_timeout: float,
+        queue: int,
+        hello: dict[str, Any],
+        opener: Opener,
+        open_timeout: float,
+        reconnect: bool = False,
     ) -> None:
         self.ws = ws
         self.ready: Ready | None = None
-        self.ledger = Ledger(max_in_flight)
+        self._max_in_flight = max_in_flight  # None: what the server's ready.limits says
+        self.ledger = Ledger(max_in_flight or MAX_IN_FLIGHT)
+        self.reconnect = reconnect
+        self.reconnects = 0
+        self._hello, self._opener, self._open_timeout = hello, opener, open_timeout
+        self._up = asyncio.Event()  # a session is ready
+        self._closing = False
+        self._configure_waiters: list[asyncio.Future[Other]] = []
         self.credit_timeout = credit_timeout
         self.local_dropped = 0
         self.last_latency_ms: float | None = None  # send -> result of the latest matched frame
@@ -105,19 +107,27 @@ class Client:
         self._stats_waiters: list[asyncio.Future[Stats]] = []
         self._reader: asyncio.Task[None] | None = None
 
-    async def _start(self, hello: dict[str, Any], timeout: float) -> None:
-        await self.ws.send(dumps(hello))
+    async def _start(self) -> None:
+        await self._handshake()
+        self._reader = asyncio.create_task(self._run(), name="holistream-client-reader")
+
+    async def _handshake(self) -> None:
+        """hello, then wait for ready; credits as many as its limits allow."""
+        self.fatal = None
         try:
-            async with asyncio.timeout(timeout):
+            await self.ws.send(dumps(self._hello))
+            async with asyncio.timeout(self._open_timeout):
                 while (msg := parse_message(await self.ws.recv()))["type"] != "ready":
                     if msg["type"] == "error" and msg.get("fatal"):
                         self.fatal = typed(msg)
         except ConnectionClosed:
             raise self._closed() from None
         self.ready = typed(msg)
-        if self.ready is not None and self.ready.fps_granted:
+        limit = self._max_in_flight or self.ready.limits.get("max_in_flight", MAX_IN_FLIGHT)
+        self.ledger = Ledger(max(1, int(limit)))
+        if self.ready.fps_granted:
             self.granted_fps = float(self.ready.fps_granted)
-        self._reader = asyncio.create_task(self._read_loop(), name="holistream-client-reader")
+        self._up.set()
 
     # ------------------------------------------------------------------ sending
 
@@ -127,7 +137,16 @@ class Client:
 
     async def send_frame(self, image: bytes, ts: float | None = None) -> int:
         """Send one encoded image (JPEG/PNG/WebP); waits for the grant's next slot and for a
-        credit first. Returns its id."""
+        credit first. Returns its id.
+
+        While reconnecting it waits for the new session; a frame the connection loses on the way
+        is gone like any dropped frame (the new session starts with fresh credits)."""
+        while self.reconnect and not self._up.is_set():
+            if self._reader is None or self._reader.done():
+                raise self._closed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._up.wait()
         if self.granted_fps:
             delay = self._next_send - time.monotonic()
             if delay > 0:
@@ -155,7 +174,8 @@ class Client:
         try:
             await self.ws.send(encode_frame(frame_id, now * 1000.0 if ts is None else ts, image))
         except ConnectionClosed:
-            raise self._closed() from None
+            if not self.reconnect:
+                raise self._closed() from None
         return frame_id
 
     async def stats(self, timeout: float = 5.0) -> Stats:
@@ -171,37 +191,89 @@ class Client:
         async with asyncio.timeout(timeout):
             return await waiter
 
-    async def configure(self, **options: Any) -> None:
-        """Change what is tracked (`parts`, `world`, `rig`, `fps`); the reply is an `Other`."""
-        await self.ws.send(dumps({"type": "configure", **options}))
+    async def configure(self, timeout: float = 10.0, **options: Any) -> Other:
+        """Change what is tracked (`parts`, `world`, `rig`, `fps`) and wait for the server's
+        `configured` answer (an `Other`; its `raw` has `pipeline`, `parts`, `switches`). Raises
+        ConfigureRefused on `bad_configure` / `server_full` (the session keeps its settings)."""
+        if self._reader is None or self._reader.done():
+            raise self._closed()
+        waiter: asyncio.Future[Other] = asyncio.get_running_loop().create_future()
+        self._configure_waiters.append(waiter)
+        try:
+            await self.ws.send(dumps({"type": "configure", **options}))
+        except ConnectionClosed:
+            self._configure_waiters.remove(waiter)
+            raise self._closed() from None
+        async with asyncio.timeout(timeout):
+            return await waiter
 
     def _closed(self) -> SessionClosed:
         return SessionClosed(self.ws.close_code, self.ws.close_reason, self.fatal)
 
     # ------------------------------------------------------------------ receiving
 
-    async def _read_loop(self) -> None:
+    async def _run(self) -> None:
+        """Read sessions until the last one ends (one, unless `reconnect`)."""
         try:
+            while True:
+                await self._read_loop()
+                self._up.clear()
+                self._fail_waiters()
+                if self._closing or not self.reconnect or not await self._reconnect():
+                    break
+        finally:
+            self._up.clear()
+            self._credit.set()
+            self._fail_waiters()
+            if self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def _reconnect(self) -> bool:
+        """A new session after the last one ended: back-off, at least Retry-After."""
+        failure: BaseException = self._closed()
+        backoff = Backoff()
+        while not self._closing:
+            wait = retry_after(failure)
+            if wait is None:
+                return False
+            await asyncio.sleep(backoff.next_delay(wait))
+            try:
+                self.ws = await self._opener()
+                await self._handshake()
+            except RETRYABLE as exc:
+                failure = exc
+                continue
+            self.reconnects += 1
+            assert self.ready is not None
+            self._deliver(Reconnected(self.ready, self.reconnects))
+            return True
+        return False
+
+    def _fail_waiters(self) -> None:
+        closed = self._closed()
+        waiters: list[asyncio.Future[Any]] = [*self._stats_waiters, *self._configure_waiters]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(closed)
+        self._stats_waiters.clear()
+        self._configure_waiters.clear()
+
+    async def _read_loop(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
             async for data in self.ws:
                 try:
                     msg = decode(data)
                 except (ProtocolError, KeyError, ValueError, TypeError):
-                    continue  # a message this client cannot read: ignore it, as v1 asks
+                    continue  # a message this client cannot read: ignore it, as the doc asks
                 self._account(msg)
-                if self._queue.full():
-                    self._queue.get_nowait()
-                    self.local_dropped += 1
-                self._queue.put_nowait(msg)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._credit.set()
-            for waiter in self._stats_waiters:
-                if not waiter.done():
-                    waiter.set_exception(self._closed())
-            if self._queue.full():
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+                self._deliver(msg)
+
+    def _deliver(self, msg: Message) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.local_dropped += 1
+        self._queue.put_nowait(msg)
 
     def _account(self, msg: Message) -> None:
         released = 0
@@ -215,6 +287,10 @@ class Client:
                 self.fatal = msg
             if msg.frame is not None:
                 released = self.ledger.on_error(msg.frame).released
+            elif msg.code in ("bad_configure", "server_full") and self._configure_waiters:
+                self._configure_waiters.pop(0).set_exception(ConfigureRefused(msg))
+        elif isinstance(msg, Other) and msg.type == "configured" and self._configure_waiters:
+            self._configure_waiters.pop(0).set_result(msg)
         elif isinstance(msg, Grant):
             if msg.fps > 0:
                 self.granted_fps = msg.fps
@@ -248,9 +324,12 @@ class Client:
     # ------------------------------------------------------------------ closing
 
     async def close(self) -> None:
-        """Close the WebSocket (code 1000) and stop the reader."""
+        """Close the WebSocket (code 1000) and stop the reader (and any reconnecting)."""
+        self._closing = True
         await self.ws.close()
         if self._reader is not None:
+            if not self._up.is_set():
+                self._reader.cancel()  # it may be waiting to reconnect
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
@@ -261,42 +340,42 @@ class Client:
         await self.close()
 
 
-class _Connecting:
-    """What `connect`/`subscribe` return: `await` it, or use it with `async with`."""
-
-    def __init__(self, factory: Awaitable[Client]) -> None:
-        self._factory = factory
-        self._client: Client | None = None
-
-    def __await__(self) -> Generator[Any, None, Client]:
-        return self._factory.__await__()
-
-    async def __aenter__(self) -> Client:
-        self._client = await self._factory
-        return self._client
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-
 async def _open(
-    url: str, hello: dict[str, Any], token: str | None, open_timeout: float, **options: Any
+    url: str,
+    hello: dict[str, Any],
+    token: str | None,
+    open_timeout: float,
+    *,
+    reconnect: bool,
+    give_up_after: float,
+    **options: Any,
 ) -> Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    try:
-        ws = await ws_connect(
-            url, additional_headers=headers, open_timeout=open_timeout, max_size=16 * 2**20
-        )
-    except InvalidStatus as exc:
-        raise _rejected(exc) from None
-    client = Client(ws, **options)
-    try:
-        await client._start(hello, open_timeout)
-    except BaseException:
-        await ws.close()
-        raise
-    return client
+    """The first session; with `reconnect`, retried with back-off for up to `give_up_after` s."""
+
+    async def opener() -> ClientConnection:
+        return await open_socket(url, token, open_timeout)
+
+    backoff, deadline = Backoff(), time.monotonic() + give_up_after
+    while True:
+        ws: ClientConnection | None = None
+        try:
+            ws = await opener()
+            client = Client(ws, hello=hello, opener=opener, open_timeout=open_timeout,
+                            reconnect=reconnect, **options)  # fmt: skip
+            await client._start()
+            return client
+        except RETRYABLE as exc:
+            if ws is not None:
+                await ws.close()
+            wait = retry_after(exc) if reconnect else None
+            delay = None if wait is None else backoff.next_delay(wait)
+            if delay is None or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+        except BaseException:
+            if ws is not None:
+                await ws.close()
+            raise
 
 
 def connect(
@@ -310,28 +389,33 @@ def connect(
     rig: bool | dict[str, bool] = False,
     fps: float = DEFAULT_FPS,
     model: str = "full",
-    client: str = "holistream-python/0.1",
-    max_in_flight: int = 2,
+    client: str = "holistream-python/1.1",
+    max_in_flight: int | None = None,
     credit_timeout: float = 5.0,
     open_timeout: float = 10.0,
     queue: int = 256,
-) -> _Connecting:
+    reconnect: bool = False,
+    give_up_after: float = 60.0,
+) -> Connecting:
     """A producer session on `/ws` (publishing as `stream` if given), hello sent, ready received.
 
     `fps` is the rate asked for; `send_frame` keeps to the rate granted (`Client.granted_fps`),
     which follows the server's `grant` messages. `model="lite"` runs holistic with the lite hand
     model (pipeline `holistic_lite`).
 
-    `url` is the server (`ws://host:port`) or the full endpoint URL.
+    `url` is the server (`ws://host:port`) or the full endpoint URL. `max_in_flight` None: as
+    many credits as the server's `ready.limits.max_in_flight`. `reconnect`: replace a lost
+    session, and retry the first connection for up to `give_up_after` seconds.
     """
-    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "parts": list(parts)}
+    hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "parts": list(parts)}
     hello |= {"world": world, "format": format, "rig": rig, "fps": fps, "client": client}
     hello["model"] = model
     query = {"stream": stream, "parts": ",".join(parts), "fps": f"{fps:g}", "model": model}
     url = endpoint(url, "/ws", query)
-    return _Connecting(
+    return Connecting(
         _open(url, hello, token, open_timeout, max_in_flight=max_in_flight,
-              credit_timeout=credit_timeout, queue=queue)
+              credit_timeout=credit_timeout, queue=queue, reconnect=reconnect,
+              give_up_after=give_up_after)
     )  # fmt: skip
 
 
@@ -344,10 +428,13 @@ def subscribe(
     rig: bool | dict[str, bool] = False,
     open_timeout: float = 10.0,
     queue: int = 256,
-) -> _Connecting:
+    reconnect: bool = False,
+    give_up_after: float = 60.0,
+) -> Connecting:
     """A read-only session on `/ws/subscribe?stream=NAME`: every result of that stream."""
     hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "format": format, "rig": rig}
     url = endpoint(url, "/ws/subscribe", {"stream": stream})
-    return _Connecting(
-        _open(url, hello, token, open_timeout, max_in_flight=1, credit_timeout=1.0, queue=queue)
-    )
+    return Connecting(
+        _open(url, hello, token, open_timeout, max_in_flight=1, credit_timeout=1.0, queue=queue,
+              reconnect=reconnect, give_up_after=give_up_after)
+    )  # fmt: skip

@@ -82,7 +82,17 @@ class Other:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-Message = Result | Stats | ErrorMsg | WarningMsg | StreamEvent | Grant | Other
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """Not a server message: the client replaced a lost session with a new one (`ready` is the
+    new session's). Frame ids, credits and tracking start afresh; `seq` restarts at 0."""
+
+    ready: Ready
+    count: int  # reconnections so far
+    type: str = "reconnected"
+
+
+Message = Result | Stats | ErrorMsg | WarningMsg | StreamEvent | Grant | Other | Reconnected
 _TYPES: dict[str, type[Any]] = {
     "ready": Ready, "stats": Stats, "error": ErrorMsg, "warning": WarningMsg,
     "stream_started": StreamEvent, "stream_ended": StreamEvent, "grant": Grant,
@@ -91,6 +101,14 @@ _TYPES: dict[str, type[Any]] = {
 
 class HolistreamError(Exception):
     """Base of this client's errors."""
+
+
+class ConfigureRefused(HolistreamError):
+    """The server answered `configure` with an error (`bad_configure`, `server_full`)."""
+
+    def __init__(self, error: ErrorMsg) -> None:
+        super().__init__(f"configure refused ({error.code}): {error.message}")
+        self.error = error
 
 
 class Rejected(HolistreamError):
