@@ -39,8 +39,9 @@ def test_what_is_retried() -> None:
 async def test_503_is_retried_after_retry_after_and_a_lost_session_is_replaced(
     server_factory,
 ) -> None:
-    server = server_factory("--workers", "1", "--max-sessions", "1", "--retry-after-s", "1",
-                            "--idle-timeout-s", "2", "--no-calibrate", name="reconnect")  # fmt: skip
+    flags = ("--workers", "1", "--max-sessions", "1", "--retry-after-s", "1",
+             "--idle-timeout-s", "2", "--no-calibrate")  # fmt: skip
+    server = server_factory(*flags, name="reconnect")
     url = f"ws://127.0.0.1:{server.port}"
     holder = await hs.connect(url, parts=["face"])
     with pytest.raises(Rejected) as refused:  # without reconnect: the refusal, as it came

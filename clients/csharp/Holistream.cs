@@ -68,7 +68,7 @@ namespace Holistream
             "pose", "pose_world", "face", "left_hand", "right_hand", "left_hand_world", "right_hand_world" };
         public static readonly int[] PartPoints = { 33, 33, 478, 21, 21, 21, 21 };
         public static readonly int[] PartStrides = { 5, 3, 3, 3, 3, 3, 3 };
-        public static readonly string[] Pipelines = { "holistic", "face", "pose", "hands" };
+        public static readonly string[] Pipelines = { "holistic", "face", "pose", "hands", "holistic_lite" };
 
         public uint Frame, Seq, Dropped;
         public double Ts;
