@@ -30,7 +30,7 @@ class Config:
     cache_dir: Path | None = None
     # Admission control: a session is admitted only while all three budgets hold.
     max_sessions: int = 64
-    memory_budget_mb: float = 0.0  # 0 = 70 % of the memory available at start-up
+    memory_budget_mb: float = 0.0  # 0 = 70 % of the memory available (capped by cgroup limits)
     cpu_overcommit: float = 1.0  # grantable CPU time as a multiple of what exists
     floor_fps: float = 10.0  # a session is refused only when not even this rate can be granted
     retry_after_s: int = 5
@@ -89,7 +89,8 @@ _HELP: dict[str, str] = {
     "workers": "inference worker processes (0: cores + 1, from --cpus; 1 below 2 cores)",
     "log_format": "text, or json: one JSON object per log line",
     "max_sessions": "hard cap on live streaming sessions",
-    "memory_budget_mb": "memory the landmarkers may use (0 = 70%% of available)",
+    "memory_budget_mb": "memory the landmarkers may use (0: 70%% of available, within the "
+    "container's/pod's memory limit)",
     "cpu_overcommit": "grant rates up to this multiple of measured CPU capacity",
     "floor_fps": "refuse a session only when not even this rate (fps) can be granted",
     "max_frame_age_ms": "drop a waiting frame older than this",

@@ -20,6 +20,7 @@ from holistream import protocol
 from server import __version__
 from server.config import Config
 from server.http.rate_limit import AddressLimits
+from server.memory import usable_memory_bytes
 from server.metrics import InstanceState, Metrics
 from server.predict.worker import COMPOSITE_EXTRA_BYTES
 from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
@@ -51,7 +52,10 @@ class Core:
         self.ready = False
         self.stopping = False
         self.started = time.monotonic()
-        memory = config.memory_budget_mb * (1 << 20) or psutil.virtual_memory().available * 0.7
+        # 0 = 70 % of the free memory, capped by a container's or pod's memory limit.
+        memory = config.memory_budget_mb * (1 << 20) or 0.7 * usable_memory_bytes(
+            psutil.virtual_memory().available
+        )
         self.admission = AdmissionPolicy(
             Budget(
                 min(config.workers * 1.35, config.cpus),  # cpus: affinity, cgroup quota, --cpus

@@ -49,8 +49,8 @@ def parse_cfs(quota_text: str, period_text: str) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def parse_mountinfo(text: str) -> list[CgroupMount]:
-    """The cgroup2 mounts and the v1 mounts that carry the ``cpu`` controller."""
+def parse_mountinfo(text: str, controller: str = "cpu") -> list[CgroupMount]:
+    """The cgroup2 mounts and the v1 mounts that carry `controller`."""
     mounts = []
     for line in text.splitlines():
         pre, sep, post = line.partition(" - ")
@@ -59,13 +59,13 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
             continue
         if tail[0] == "cgroup2":
             mounts.append(CgroupMount(2, fields[3], fields[4]))
-        elif tail[0] == "cgroup" and "cpu" in tail[2].split(","):
+        elif tail[0] == "cgroup" and controller in tail[2].split(","):
             mounts.append(CgroupMount(1, fields[3], fields[4]))
     return mounts
 
 
-def parse_proc_cgroup(text: str) -> dict[int, str]:
-    """``/proc/self/cgroup`` → {2: unified path, 1: path in the v1 ``cpu`` hierarchy}."""
+def parse_proc_cgroup(text: str, controller: str = "cpu") -> dict[int, str]:
+    """``/proc/self/cgroup`` → {2: unified path, 1: path in the v1 `controller` hierarchy}."""
     paths: dict[int, str] = {}
     for line in text.splitlines():
         parts = line.split(":", 2)
@@ -74,7 +74,7 @@ def parse_proc_cgroup(text: str) -> dict[int, str]:
         hid, controllers, path = parts
         if hid == "0" and controllers == "":
             paths[2] = path
-        elif "cpu" in controllers.split(","):
+        elif controller in controllers.split(","):
             paths[1] = path
     return paths
 
@@ -95,7 +95,23 @@ def _levels(mount: CgroupMount, path: str, root: Path) -> list[Path]:
     return levels
 
 
-def _read(path: Path) -> str | None:
+def cgroup_levels(controller: str, root: Path = Path("/")) -> list[tuple[int, Path]]:
+    """(version, directory) of every cgroup level of this process for `controller`, from its
+    own cgroup up to each hierarchy's mount point."""
+    mountinfo = read_or_none(root / "proc/self/mountinfo")
+    own = read_or_none(root / "proc/self/cgroup")
+    if mountinfo is None or own is None:
+        return []
+    paths = parse_proc_cgroup(own, controller)
+    return [
+        (mount.version, level)
+        for mount in parse_mountinfo(mountinfo, controller)
+        if (path := paths.get(mount.version)) is not None
+        for level in _levels(mount, path, root)
+    ]
+
+
+def read_or_none(path: Path) -> str | None:
     try:
         return path.read_text()
     except OSError:
@@ -104,26 +120,17 @@ def _read(path: Path) -> str | None:
 
 def cgroup_cpu_limit(root: Path = Path("/")) -> float | None:
     """The smallest CPU quota over the process's cgroups (v1 and v2), or None if unlimited."""
-    mountinfo = _read(root / "proc/self/mountinfo")
-    own = _read(root / "proc/self/cgroup")
-    if mountinfo is None or own is None:
-        return None
-    paths = parse_proc_cgroup(own)
     limits: list[float] = []
-    for mount in parse_mountinfo(mountinfo):
-        path = paths.get(mount.version)
-        if path is None:
-            continue
-        for level in _levels(mount, path, root):
-            if mount.version == 2:
-                text = _read(level / "cpu.max")
-                limit = parse_cpu_max(text) if text is not None else None
-            else:
-                quota = _read(level / "cpu.cfs_quota_us")
-                period = _read(level / "cpu.cfs_period_us")
-                limit = parse_cfs(quota, period) if quota and period else None
-            if limit is not None:
-                limits.append(limit)
+    for version, level in cgroup_levels("cpu", root):
+        if version == 2:
+            text = read_or_none(level / "cpu.max")
+            limit = parse_cpu_max(text) if text is not None else None
+        else:
+            quota = read_or_none(level / "cpu.cfs_quota_us")
+            period = read_or_none(level / "cpu.cfs_period_us")
+            limit = parse_cfs(quota, period) if quota and period else None
+        if limit is not None:
+            limits.append(limit)
     return min(limits) if limits else None
 
 

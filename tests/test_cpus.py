@@ -20,6 +20,7 @@ from server.cpus import (
     parse_proc_cgroup,
     usable_cpus,
 )
+from server.memory import cgroup_memory_room, parse_limit, usable_memory_bytes
 from server.sessions.admission import DEFAULT_COSTS
 
 V2_MOUNTINFO = "35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
@@ -151,3 +152,24 @@ def test_cpu_affinity_limits_capacity(server_factory) -> None:
     body = srv.readyz()
     assert body["cpus"] == 1 and len(body["workers"]) == 1
     assert _promised_ms(body["capacity"])["holistic"] <= 1000.0
+
+
+def test_cgroup_memory_room(tmp_path: Path) -> None:
+    """The default memory budget is capped by the container's memory limit (minus its use)."""
+    v1 = V1_MOUNTINFO + "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+    root = _tree(tmp_path / "v1", v1, "5:memory:/docker/abc\n0::/\n", {
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",  # no limit
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": str(2 << 30),
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": str(512 << 20),
+    })
+    assert cgroup_memory_room(root) == (2 << 30) - (512 << 20)
+    assert usable_memory_bytes(64 << 30, root=root) == (2 << 30) - (512 << 20)
+    assert usable_memory_bytes(1 << 30, root=root) == 1 << 30  # less free than the room
+    root2 = _tree(tmp_path / "v2", V2_MOUNTINFO, "0::/pod/ctr\n", {
+        "sys/fs/cgroup/pod/memory.max": str(3 << 30),
+        "sys/fs/cgroup/pod/memory.current": str(1 << 30),
+        "sys/fs/cgroup/pod/ctr/memory.max": "max\n",
+    })
+    assert cgroup_memory_room(root2) == 2 << 30
+    assert parse_limit("max") is None and parse_limit("junk") is None
+    assert cgroup_memory_room(tmp_path / "nothing") is None
