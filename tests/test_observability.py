@@ -77,6 +77,10 @@ def test_promtool_checks_rules_and_config() -> None:
     config = subprocess.run([PROMTOOL, "check", "config", str(SCRAPE)], capture_output=True,
                             text=True, timeout=30)
     assert config.returncode == 0, config.stdout + config.stderr
+    # Each alert fires on synthetic series of a failing instance, never on a healthy one.
+    unit = subprocess.run([PROMTOOL, "test", "rules", str(RULES.with_suffix(".test.yml"))],
+                          capture_output=True, text=True, timeout=30, cwd=RULES.parent)
+    assert unit.returncode == 0, unit.stdout + unit.stderr
     names = {r.get("alert") for g in yaml.safe_load(RULES.read_text())["groups"]
              for r in g["rules"]}
     # The alerts operators asked for: no workers ready, worker restarts, refusals, drop rate,
