@@ -162,28 +162,30 @@ def markdown(r: dict[str, Any]) -> str:
         f" (load average at start {r['load'][0]:.1f}). Each ratio's two sides come from the same"
         " run, minutes apart; bare loops decode every JPEG frame as the server does.",
         "",
-        "| one session alone | results/s served | bare single-landmarker loop | ratio | target |",
-        "|---|---|---|---|---|",
+        "| one session alone | results/s served | bare single-landmarker loop | ratio | target |"
+        " load before |",
+        "|---|---|---|---|---|---|",
     ]
     targets = {"holistic alone": "≥ 0.95×", "holistic_lite alone": "≥ 30/s",
                "face-only alone": "≥ 60/s"}  # fmt: skip
     for a in r["alone"]:
         ratio = f"{a['ratio']:.2f}×" if a["ratio"] else "—"
         lines.append(f"| {a['case']} (granted {a['granted']}) | {a['served_fps']:.1f} | "
-                     f"{a['bare_fps']:.1f} | {ratio} | {targets[a['case']]} |")  # fmt: skip
+                     f"{a['bare_fps']:.1f} | {ratio} | {targets[a['case']]} | "
+                     f"{a['before']['load1']:.1f} |")  # fmt: skip
     lines += [
         "",
         "| 300 clients at 15 fps | admitted / refused | granted Σ | saturation (bare, 1 loop per"
         " core) | granted Σ / saturation | min grant | served | published capacity / served"
-        " | unclean errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | unclean errors | load before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in r["overload"]:
         lines.append(
             f"| {o['case']} | {o['admitted']} / {o['refused']} | {o['granted_sum']:.1f} | "
             f"{o['saturation_fps']:.1f} | {o['grant_ratio']:.2f}× | {o['granted_min']} | "
             f"{o['served_fps']:.1f} | {o['published_vs_served']:.2f} | "
-            f"{sum(o['unclean_errors'].values())} |"
+            f"{sum(o['unclean_errors'].values())} | {o['before']['load1']:.1f} |"
         )
     lines += ["", "Commands: " + "; ".join(f"`{x['command']}`" for x in r["overload"][:1]) +
               " (per clip: `--source`, `--parts`), against `holistream serve --port 0`.", ""]
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short phases, 100 clients")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--only", choices=("alone", "overload"), help="run one part")
+    parser.add_argument("--wait-load", type=float, default=0.0, metavar="LOAD",
+                        help="before each measurement, wait (up to 3 min) for the 1-minute load"
+                             " average to drop below LOAD")  # fmt: skip
     args = parser.parse_args(argv)
     quick = args.quick
     run_dir = Path(tempfile.mkdtemp(prefix="bench-grants-"))
@@ -205,13 +210,21 @@ def main(argv: list[str] | None = None) -> int:
         "alone": [],
         "overload": [],
     }
+    def quiet() -> dict[str, Any]:
+        if not args.wait_load:
+            return {"load1": os.getloadavg()[0]}
+        return machine.wait_for_quiet(args.wait_load, 180, 15)
+
     if args.only in (None, "alone"):
         for case in ALONE:
-            r["alone"].append(alone(case, 8 if quick else 20, run_dir))
+            waited = quiet()
+            r["alone"].append(alone(case, 8 if quick else 20, run_dir) | {"before": waited})
     if args.only in (None, "overload"):
         for case in OVERLOAD:
+            waited = quiet()
             r["overload"].append(overload(case, 100 if quick else 300, 15 if quick else 30,
-                                          50, 8 if quick else 15, run_dir))  # fmt: skip
+                                          50, 8 if quick else 15, run_dir)
+                                 | {"before": waited})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
     print(markdown(r))
