@@ -140,3 +140,26 @@ def test_the_documented_parts_are_the_encoders() -> None:
     assert documented == expected
     everything = sum(PART_POINTS[n] * PART_STRIDES[n] for n in PART_NAMES) * 4 + 48
     assert f"{everything:,} bytes" in DOC.read_text()
+
+
+@pytest.mark.parametrize(
+    ("said", "version", "answer", "wire"),
+    [("1.1", "1.1", "1.1", "binary"), (1.1, "1.1", "1.1", "binary"),
+     (1, "1.0", 1, "binary1"), ("1.0", "1.0", 1, "binary1")],
+)  # fmt: skip
+def test_the_hello_chooses_the_version_and_so_the_binary_layout(
+    said: object, version: str, answer: object, wire: str
+) -> None:
+    hello = protocol.parse_hello({"type": "hello", "protocol": said, "format": "binary"})
+    assert (hello.protocol, hello.protocol_answer, hello.wire_format) == (version, answer, wire)
+    as_json = protocol.parse_hello({"type": "hello", "protocol": said})
+    assert as_json.wire_format == "json"
+
+
+@pytest.mark.parametrize("said", [None, 2, "1.2", True, [1], "1"])
+def test_other_versions_and_no_version_are_unsupported(said: object) -> None:
+    msg = {"type": "hello"} if said is None else {"type": "hello", "protocol": said}
+    with pytest.raises(protocol.ProtocolError) as refused:
+        protocol.parse_hello(msg)
+    assert refused.value.code == "unsupported_protocol"
+    assert ("no 'protocol'" in refused.value.message) == (said is None)

@@ -176,3 +176,37 @@ async def test_every_client_decodes_the_same_values(server: ServerProcess) -> No
     size = len(protocol.encode_result_json(produced[-1]))
     print(f"values beyond ±3.2767 in {FRAMES} results: {beyond}; JSON result ≈ {size} B")
     assert beyond > 0  # the clip does reach where the 1.0 layout clips
+
+
+async def test_csharp_producer_keeps_its_credits_and_publishes(server: ServerProcess) -> None:
+    """The C# producer sends a frame only with a credit free (and within its grant): nothing it
+    sends is superseded, every frame is answered, and a Python subscriber of its stream gets the
+    same values."""
+    exe = compile_example()
+    stream = f"csharp-producer-{os.getpid()}"
+    frames = 8
+    superseded = server.metric("holistream_frames_dropped_total", 'reason="superseded"')
+    watcher = await hs.subscribe(f"ws://127.0.0.1:{server.port}", stream, format="binary")
+    proc = await asyncio.create_subprocess_exec(
+        "mono", str(exe), "--url", f"ws://127.0.0.1:{server.port}", "--stream", stream,
+        "--produce", str(media("messi5.jpg")), "--frames", str(frames), "--format", "json",
+        "--dump", str(frames), "--seconds", "60", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    own = [r for r in await CSharpSubscriber(proc).finish(timeout=90) if "frame" in r]
+    seen: list[protocol.Result] = []
+    async with asyncio.timeout(30):
+        while not isinstance(msg := await watcher.recv(), hs.StreamEvent) or (
+            msg.type != "stream_ended"
+        ):
+            if isinstance(msg, protocol.Result):
+                seen.append(msg)
+    await watcher.close()
+    assert server.metric("holistream_frames_dropped_total", 'reason="superseded"') == superseded
+    assert [r["frame"] for r in own] == [r.frame for r in seen] and len(own) >= frames // 2
+    for mine, theirs in zip(own, seen, strict=True):
+        for name in PART_NAMES:
+            want = theirs.parts.get(name)
+            got = mine[name]
+            assert (got is None) == (want is None), name
+            if want is not None:
+                assert np.array_equal(np.asarray(got, np.float32).reshape(want.shape), want), name

@@ -5,6 +5,8 @@
 //
 // --dump N prints each result as one JSON line with every decoded value instead (what the test suite
 // compares with the Python client), and exits after the stream ends or N results.
+// --produce IMAGE --frames N publishes IMAGE N times as the stream (a producer within its credits and
+// granted rate) and prints its own results.
 using System;
 using System.Globalization;
 using System.Text;
@@ -16,8 +18,9 @@ public static class Example
     public static int Main(string[] args)
     {
         var options = new HolistreamOptions { Stream = "demo" };
-        int dump = 0;
+        int dump = 0, frames = 0;
         double seconds = 600;
+        byte[] image = null;
         for (int i = 0; i < args.Length; i++)
         {
             string a = args[i];
@@ -27,17 +30,27 @@ public static class Example
             else if (a == "--rig") options.Rig = true;
             else if (a == "--dump") dump = int.Parse(args[++i], CultureInfo.InvariantCulture);
             else if (a == "--seconds") seconds = double.Parse(args[++i], CultureInfo.InvariantCulture);
+            else if (a == "--produce") { image = System.IO.File.ReadAllBytes(args[++i]); options.Role = HolistreamRole.Producer; }
+            else if (a == "--frames") frames = int.Parse(args[++i], CultureInfo.InvariantCulture);
             else { Console.Error.WriteLine("unknown argument " + a); return 2; }
         }
         using (var client = new HolistreamClient(options))
         {
             client.Start();
-            int results = 0;
+            int results = 0, sent = 0;
             var deadline = DateTime.UtcNow.AddSeconds(seconds);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             while (DateTime.UtcNow < deadline)
             {
+                if (image != null && sent < frames && client.TrySendFrame(image, clock.Elapsed.TotalMilliseconds)) sent++;
                 HolistreamMessage msg;
-                if (!client.TryReceive(out msg)) { Thread.Sleep(5); continue; }
+                if (!client.TryReceive(out msg))
+                {
+                    // A producer is done once every frame is answered and every answer printed.
+                    if (image != null && sent == frames && client.Connected && client.InFlight == 0) return 0;
+                    Thread.Sleep(2);
+                    continue;
+                }
                 var result = msg as HolistreamResult;
                 var ev = msg as HolistreamEvent;
                 if (ev != null)

@@ -269,6 +269,8 @@ namespace Holistream
         Task loop;
         uint nextFrameId;
         long sent;
+        double grantedFps;             // ready.fps_granted, then `grant` messages; 0: no pacing
+        DateTime nextSend = DateTime.MinValue;
         string permanentError;
 
         public HolistreamClient(HolistreamOptions options) { this.options = options; MaxInFlight = 2; }
@@ -293,9 +295,13 @@ namespace Holistream
 
         public bool TryReceive(out HolistreamMessage message) { return queue.TryDequeue(out message); }
 
-        /// <summary>Producer: send one encoded image (JPEG, PNG or WebP) if a credit is free; never blocks
-        /// for long. tsMs is the capture time in milliseconds (any epoch); returns false when there is no
-        /// credit or no session: skip this camera frame and send a newer one.</summary>
+        /// <summary>The frame rate the server grants this producer now (0 before ready).</summary>
+        public double GrantedFps { get { return grantedFps; } }
+
+        /// <summary>Producer: send one encoded image (JPEG, PNG or WebP) if a credit is free and the granted
+        /// rate allows it; never blocks for long. tsMs is the capture time in milliseconds (any epoch);
+        /// returns false when there is no credit, no session or it is too soon: skip this camera frame and
+        /// send a newer one.</summary>
         public bool TrySendFrame(byte[] image, double tsMs)
         {
             var ws = socket;
@@ -305,6 +311,14 @@ namespace Holistream
             {
                 ExpireCredits();
                 if (inFlight.Count >= MaxInFlight) return false;
+                var now = DateTime.UtcNow;
+                if (grantedFps > 0)
+                {
+                    if (now < nextSend) return false;
+                    var interval = TimeSpan.FromSeconds(1.0 / grantedFps);
+                    var earliest = now + TimeSpan.FromTicks(interval.Ticks / 2);
+                    nextSend = nextSend + interval > earliest ? nextSend + interval : earliest;
+                }
                 id = nextFrameId++;
                 inFlight.AddLast(new KeyValuePair<uint, DateTime>(id, DateTime.UtcNow));
                 sent++;
@@ -458,11 +472,13 @@ namespace Holistream
                     var ev = (HolistreamEvent)msg;
                     var limits = ev.Json.GetObject("limits");
                     if (limits != null && limits.ContainsKey("max_in_flight")) MaxInFlight = Math.Max(1, (int)limits.GetNumber("max_in_flight"));
+                    grantedFps = ev.Json.GetNumber("fps_granted");
+                    nextSend = DateTime.MinValue;
                     Ready = ev.Json;
                     Enqueue(new HolistreamEvent { Type = "connected", Json = ev.Json });
                 }
+                Enqueue(msg);   // first: once a credit comes back, its answer is already there to take
                 Account(msg);
-                Enqueue(msg);
             }
             return ready;
         }
@@ -499,6 +515,7 @@ namespace Holistream
                     for (uint i = 0; i < result.Dropped && inFlight.Count > 0; i++) inFlight.RemoveFirst();
                 }
                 else if (ev != null && ev.Type == "error" && ev.Frame.HasValue) Remove((uint)ev.Frame.Value);
+                else if (ev != null && ev.Type == "grant" && ev.Json.GetNumber("fps") > 0) grantedFps = ev.Json.GetNumber("fps");
                 else if (ev != null && ev.Type == "stats" && ev.Json.GetNumber("pending") == 0 && ev.Json.GetNumber("in_flight") == 0
                          && (long)ev.Json.GetNumber("received") >= sent) inFlight.Clear();
                 else if (ev != null && ev.Type == "error" && ev.Fatal)

@@ -1,4 +1,4 @@
-"""The producer WebSocket endpoint (`GET /ws`): protocol v1 over aiohttp.
+"""The producer WebSocket endpoint (`GET /ws`): protocol 1.1 (and 1.0 clients) over aiohttp.
 
 Thin by design: it validates, translates messages into Core calls, and drains the session's
 outbox into the socket. Every refusal it makes is one documented in docs/protocol.md.
