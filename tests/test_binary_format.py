@@ -163,3 +163,14 @@ def test_other_versions_and_no_version_are_unsupported(said: object) -> None:
         protocol.parse_hello(msg)
     assert refused.value.code == "unsupported_protocol"
     assert ("no 'protocol'" in refused.value.message) == (said is None)
+
+
+def test_the_documented_rig_block_is_the_solvers() -> None:
+    from server.rig.skeleton import BONES, EXPRESSIONS, PARTS
+
+    text = DOC.read_text()
+    assert f"B, the bone count ({len(BONES)})" in text
+    assert f"E, the expression count ({len(EXPRESSIONS)})" in text
+    assert len(PARTS) == binary.RIG_CONFIDENCE_COUNT
+    size = binary.RIG_HEADER.size + 4 * (len(BONES) * 4 + 3 + 3 + len(EXPRESSIONS) + len(PARTS))
+    assert f"the rig block is {size} bytes" in text

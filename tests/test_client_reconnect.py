@@ -1,6 +1,6 @@
 """The Python client keeps what docs/protocol.md promises: credits from ready.limits, `configure`
 that waits for its answer, and reconnecting with back-off (a 503 retried after Retry-After on its
-own, a lost session replaced)."""
+own, a lost session replaced); and the C# client's reconnecting."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from holistream import client as hs
 from holistream.backoff import Backoff, retry_after
 from holistream.messages import ErrorMsg, Rejected, SessionClosed
 from tests.conftest import media
+from tests.test_clients_lossless import CSharpSubscriber, compile_example
 
 
 def test_backoff_grows_to_its_cap_with_jitter_and_honours_retry_after() -> None:
@@ -40,7 +41,7 @@ async def test_503_is_retried_after_retry_after_and_a_lost_session_is_replaced(
     server_factory,
 ) -> None:
     flags = ("--workers", "1", "--max-sessions", "1", "--retry-after-s", "1",
-             "--idle-timeout-s", "2", "--no-calibrate")  # fmt: skip
+             "--idle-timeout-s", "2", "--subscriber-wait-s", "1", "--no-calibrate")  # fmt: skip
     server = server_factory(*flags, name="reconnect")
     url = f"ws://127.0.0.1:{server.port}"
     holder = await hs.connect(url, parts=["face"])
@@ -79,3 +80,21 @@ async def test_503_is_retried_after_retry_after_and_a_lost_session_is_replaced(
         assert msg.seq == 0
     finally:
         await client.close()
+
+    # The C# client too: a subscriber of a stream nobody publishes is closed after wait_s
+    # (stream_not_found) and comes back on its own, again and again, backing off.
+    exe = compile_example()
+    proc = await asyncio.create_subprocess_exec(
+        "mono", str(exe), "--url", url, "--stream", "nobody", "--seconds", "30",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    sub = CSharpSubscriber(proc)
+    try:
+        async with asyncio.timeout(30):
+            while sum(line.get("event") == "connected" for line in sub.lines) < 3:
+                assert await sub.read_line(), sub.lines
+    finally:
+        proc.kill()
+        await proc.wait()
+    codes = [line.get("code") for line in sub.lines if line.get("event") == "error"]
+    assert codes[:2] == ["stream_not_found", "stream_not_found"], sub.lines
