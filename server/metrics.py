@@ -56,7 +56,7 @@ class InstanceState:
     ready: bool
     workers_alive: int
     cpu_budget_ms_per_s: float  # CPU time admission may hand out per second
-    cpu_reserved_ms_per_s: float  # what admitted sessions reserved of it
+    cpu_reserved_ms_per_s: float  # what the sessions' granted rates take of it
     memory_budget_bytes: int
     memory_reserved_bytes: int  # sessions' landmarkers plus the workers' single-image ones
 
@@ -74,7 +74,8 @@ class _StateCollector:
              float(s.workers_alive if s.ready else 0)),
             ("holistream_cpu_budget_seconds", "CPU seconds per second admission may reserve",
              s.cpu_budget_ms_per_s / 1000),
-            ("holistream_cpu_reserved_seconds", "CPU seconds per second admitted sessions reserved",
+            ("holistream_cpu_reserved_seconds", "CPU seconds per second the sessions' granted "
+             "rates take",
              s.cpu_reserved_ms_per_s / 1000),
             ("holistream_cpu_reserved_ratio", "Reserved over budgeted CPU (0..1): the load to "
              "autoscale on", s.cpu_reserved_ms_per_s / max(s.cpu_budget_ms_per_s, 1e-9)),
