@@ -1,4 +1,6 @@
-"""`python -m bench.grants [--quick]`: granted rates against what the box really gives.
+"""`python -m bench.grants`: granted rates against what the box really gives.
+
+    python -m bench.grants [--quick] [--wait-load 3] [--write] [--json FILE]
 
 Each figure is a ratio of two measurements taken in the same run (the box is shared and noisy):
 
@@ -13,7 +15,8 @@ Each figure is a ratio of two measurements taken in the same run (the box is sha
    503 / 1013, and the published capacity (`/readyz` `capacity_fps`) within 10 % of what was
    served.
 
-Prints a Markdown section (paste it into docs/benchmarks.md) and writes the raw figures as JSON.
+Prints a Markdown section; `--write` puts it into docs/benchmarks.md (a block that
+`python -m bench.run` keeps when it rewrites the rest); `--json` keeps the raw figures.
 """
 
 from __future__ import annotations
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short phases, 100 clients")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--only", choices=("alone", "overload"), help="run one part")
+    parser.add_argument("--write", action="store_true",
+                        help="put the section into docs/benchmarks.md (full runs only)")
     parser.add_argument("--wait-load", type=float, default=0.0, metavar="LOAD",
                         help="before each measurement, wait (up to 3 min) for the 1-minute load"
                              " average to drop below LOAD")  # fmt: skip
@@ -227,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                                  | {"before": waited})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
-    print(markdown(r))
+    text = markdown(r)
+    print(text)
+    if args.write and not quick and args.only is None:
+        from bench.report import replace_kept
+
+        doc = ROOT / "docs" / "benchmarks.md"
+        doc.write_text(replace_kept(doc.read_text(), "grants", text))
+        log(f"wrote its section of {doc}")
     log(f"logs in {run_dir}")
     return 0
 

@@ -526,3 +526,30 @@ def _sections(r: dict[str, Any], ph: dict[str, Any]) -> list[str]:
             "", _load(mm), "",
         ]
     return out
+
+
+# Sections other benchmarks write into the same document (bench/grants.py), kept on a re-run.
+KEPT_BEGIN, KEPT_END = "<!-- kept:", "<!-- /kept -->"
+
+
+def kept_sections(old: str) -> str:
+    """Every `<!-- kept:NAME -->` … `<!-- /kept -->` block of the previous document."""
+    blocks, start = [], old.find(KEPT_BEGIN)
+    while start >= 0:
+        end = old.find(KEPT_END, start)
+        if end < 0:
+            break
+        blocks.append(old[start : end + len(KEPT_END)])
+        start = old.find(KEPT_BEGIN, end)
+    return "".join("\n" + b + "\n" for b in blocks)
+
+
+def replace_kept(doc: str, name: str, body: str) -> str:
+    """`doc` with its `kept:NAME` block replaced by (or appended as) `body`."""
+    begin = f"{KEPT_BEGIN}{name} -->"
+    block = f"{begin}\n{body.strip()}\n{KEPT_END}"
+    start = doc.find(begin)
+    if start < 0:
+        return doc.rstrip("\n") + "\n\n" + block + "\n"
+    end = doc.find(KEPT_END, start)
+    return doc[:start] + block + doc[end + len(KEPT_END) :]

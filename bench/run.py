@@ -374,7 +374,8 @@ def render(results: dict[str, Any], out: Path) -> int:
     print()
     print(report.text_table(table))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.markdown(results, table))
+    kept = report.kept_sections(out.read_text() if out.exists() else "")
+    out.write_text(report.markdown(results, table) + kept)
     log(f"wrote {out}")
     return 0
 

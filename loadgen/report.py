@@ -100,6 +100,13 @@ def stage_table(s: dict[str, Any]) -> Table:
         f"min {_num(f['min'])}  median {_num(f['median'])}  max {_num(f['max'])}  "
         f"Jain {_num(f['jain'], '{:.3f}')}",
     )
+    gr = s.get("granted_fps")
+    if gr and gr.get("min") is not None:
+        t.add_row(
+            "granted fps",
+            f"sum {_num(gr['sum'])}  min {_num(gr['min'])}  max {_num(gr['max'])}  "
+            f"grant messages {gr['changes']}",
+        )
     if s["errors"]:
         t.add_row("errors", "  ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())))
     g = s["generator"]
