@@ -153,3 +153,16 @@ def test_session_is_told_when_its_grant_moves_enough() -> None:
         (20.0, "capacity_tightened"), (27.0, "capacity_freed"), (27.0, "configured"),
     ]  # fmt: skip
     assert session.pacer.rate == 27.0 and told[0]["floor"] == 10 and told[0]["requested"] == 30
+
+
+def test_a_lone_session_is_granted_what_its_worker_measurably_gives() -> None:
+    from server.sessions.admission import AdmissionPolicy, Budget, PipelineCost
+
+    policy = AdmissionPolicy(
+        Budget(cores=2, memory_bytes=4 << 30, max_sessions=10, workers=3),
+        {"holistic": PipelineCost(45.0, 140 << 20, 1.0)},
+    )
+    assert policy.admit("a", "holistic", 60).grant == pytest.approx(1000 / 45)
+    for _ in range(200):  # each frame: 45 ms of CPU over 30 ms of the worker's time
+        policy.observe("a", 45.0, 30.0)
+    assert policy.regrant()["a"] == pytest.approx(1000 / 30, rel=0.02)  # one process's worth

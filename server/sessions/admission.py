@@ -106,8 +106,9 @@ class AdmissionPolicy:
         est = self.costs[held.pipeline]
         ms = est.ms_per_frame + PIPELINE_ALPHA * (cpu_ms - est.ms_per_frame)
         parallelism = est.parallelism
-        if wall_ms > 0 and self.cpu_used < 0.5 * self.budget.cpu_ms_per_s:
-            # Only on a box with room: under contention wall time stretches with the queue.
+        if wall_ms > 0 and self.cpu_used < 0.75 * self.budget.cpu_ms_per_s:
+            # Only while the grants leave the box room (a lone holistic session takes ~65 % of
+            # two cores): under contention wall time stretches with the others' work.
             sample = min(max(cpu_ms / wall_ms, 1.0), self.budget.cores)
             parallelism += PIPELINE_ALPHA * (sample - parallelism)
         self.costs[held.pipeline] = PipelineCost(ms, est.memory_bytes, parallelism)
