@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from holistream import protocol
 from server.core import Core
@@ -42,7 +43,6 @@ from server.workers.messages import Predicted, PredictError
 log = logging.getLogger("holistream.predict")
 
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file field
-MAX_PARTS = 16  # multipart fields looked at before giving up on finding 'file'
 WATCH_S = 0.05  # how often a waiting handler checks that its client is still there
 
 
@@ -91,7 +91,9 @@ def service(core: Core) -> PredictService:
 
 
 async def read_image(request: web.Request, limit: int) -> bytes:
-    """The image bytes: the raw body, or the multipart field `file`; at most `limit` bytes."""
+    """The image bytes: the raw body, or the multipart field `file` wherever it comes among the
+    fields (the others are ignored); at most `limit` bytes of image, `limit + MULTIPART_SLACK`
+    of body."""
     kind = body_kind(request.content_type)
     declared = request.content_length
     slack = MULTIPART_SLACK if kind == "multipart" else 0
@@ -105,10 +107,9 @@ async def read_image(request: web.Request, limit: int) -> bytes:
             raise too_large from None
     try:
         reader = await request.multipart()
-        for _ in range(MAX_PARTS):
-            part = await reader.next()
-            if part is None:
-                break
+        while (part := await reader.next()) is not None:
+            if request.content.total_bytes > limit + slack:
+                raise too_large
             if not isinstance(part, BodyPartReader) or part.name != "file":
                 await part.release()
                 continue
@@ -118,8 +119,10 @@ async def read_image(request: web.Request, limit: int) -> bytes:
                 if len(data) > limit:
                     raise too_large
             return bytes(data)
-    except (ValueError, AssertionError) as exc:
-        raise RequestError(400, "bad_request", f"malformed multipart body: {exc}") from None
+    except (ValueError, AssertionError, UnicodeError, HttpProcessingError):
+        # Part headers without a colon, with NUL bytes or too long, bad boundaries: the
+        # parser's own words may quote the raw bytes, so they are not echoed.
+        raise RequestError(400, "bad_request", "malformed multipart body") from None
     raise RequestError(400, "no_image", "the multipart body has no field 'file'")
 
 

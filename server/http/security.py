@@ -22,13 +22,26 @@ def _hostname(value: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:
-    """No Origin (not a browser) is allowed; a browser must come from the same host,
-    from localhost, or from an origin on the allow-list (`*` allows any)."""
+    """No Origin (not a browser) is allowed; a browser page must come from a configured public
+    origin (`*` allows any), from localhost, or from the very IP address and port it connects to.
+
+    A page's own name is never trusted through `Host`: with DNS rebinding, an attacker's name
+    resolves to this server and the browser sends `Host` and `Origin` that agree. An IP address
+    cannot be rebound, so `Origin: http://192.168.1.20:8000` with that same `Host` is the demo
+    page served by this server; a name must be listed in the allowed origins."""
     if origin is None:
         return True
     allowed = list(allowed)
-    if "*" in allowed or origin in allowed:
+    if "*" in allowed or origin.rstrip("/") in (a.rstrip("/") for a in allowed):
         return True
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -36,7 +49,11 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str])
     origin_host = _hostname(parts.netloc)
     if origin_host in LOCAL_HOSTS or origin_host.strip("[]") in LOCAL_HOSTS:
         return True
-    return host is not None and parts.netloc.lower() == host.strip().lower()
+    return (
+        host is not None
+        and _is_ip_literal(origin_host)
+        and parts.netloc.lower() == host.strip().lower()
+    )
 
 
 def token_ok(expected: str | None, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
@@ -44,7 +61,10 @@ def token_ok(expected: str | None, headers: Mapping[str, str], query: Mapping[st
         return True
     auth = headers.get("Authorization", "")
     given = auth[7:] if auth.startswith("Bearer ") else query.get("token", "")
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # Header values may carry any byte (aiohttp keeps undecodable ones as surrogates): compare
+    # bytes as received, never raise on them.
+    received = given.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(received, expected.encode("utf-8", "surrogatepass"))
 
 
 def _networks(trusted: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -13,7 +13,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
-FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
+# MPO (phones' multi-picture JPEG: the photo, then depth or preview images) is a JPEG whose
+# first image is the photo; Pillow opens it on that first frame, which is all we decode.
+FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}
 RGB = npt.NDArray[np.uint8]
 
 
@@ -38,9 +40,10 @@ def sniff(data: bytes) -> str:
 
 
 def decode_rgb(
-    data: bytes, *, max_pixels: int, max_side: int, exif_orientation: bool = False
+    data: bytes, *, max_pixels: int, max_side: int, exif_orientation: bool = True
 ) -> RGB:
-    """Decode to a contiguous H×W×3 uint8 RGB array, or raise ImageError."""
+    """Decode to a contiguous H×W×3 uint8 RGB array, upright (the EXIF Orientation a phone
+    writes instead of rotating pixels is applied), or raise ImageError."""
     sniff(data)
     try:
         with warnings.catch_warnings():
@@ -62,7 +65,16 @@ def decode_rgb(
     except (OSError, ValueError, SyntaxError):
         raise ImageError("undecodable", "cannot decode the image (corrupt or truncated)") from None
     if exif_orientation:
-        image = ImageOps.exif_transpose(image)
+        image = _upright(image)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as displayed; a broken EXIF block leaves it as stored rather than refusing an
+    image whose pixels are fine."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # Pillow's EXIF parsing raises many kinds on junk tags
+        return image
