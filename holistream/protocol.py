@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +57,16 @@ GRANT_REASONS: tuple[str, ...] = ("capacity_freed", "capacity_tightened", "confi
 ROUND_DECIMALS: Final = 4
 DEFAULT_FPS: Final = 15.0  # the rate a session is priced at when its client does not say
 MAX_FPS: Final = 240.0
+MAX_ID_CHARS: Final = 128  # a request's `id`, echoed in its reply
+
+# Values quoted back in error messages: bounded in depth and length, whatever a peer sent.
+_brief = reprlib.Repr()
+_brief.maxlevel, _brief.maxstring, _brief.maxother, _brief.maxlist, _brief.maxdict = 2, 40, 40, 4, 4
+
+
+def brief(value: object) -> str:
+    """A short, safe repr of a peer's value for an error message."""
+    return _brief.repr(value)
 
 
 # ---------------------------------------------------------------------------- client -> server
@@ -140,11 +151,11 @@ def parse_parts(value: object, *, code: str = "bad_hello") -> tuple[str, ...]:
     """Validate a list or comma-separated string of part groups; return them in canonical order."""
     if isinstance(value, str):
         value = [p for p in value.split(",") if p]
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
         raise ProtocolError(code, "'parts' must be a non-empty list of 'face', 'hands', 'pose'")
     unknown = [p for p in value if p not in ALL_GROUPS]
     if unknown:
-        raise ProtocolError(code, f"unknown part(s) {unknown!r}; use 'face', 'hands', 'pose'")
+        raise ProtocolError(code, f"unknown part(s) {brief(unknown)}; use 'face', 'hands', 'pose'")
     return tuple(g for g in ALL_GROUPS if g in value)
 
 
@@ -189,7 +200,7 @@ def negotiate(value: object) -> str:
     """The version a hello's `protocol` asks for ("1.0" or "1.1"), or `unsupported_protocol`."""
     version = None if isinstance(value, bool | list | dict) else PROTOCOL_VERSIONS.get(value)
     if version is None:
-        said = "no 'protocol'" if value is None else f"protocol {value!r}"
+        said = "no 'protocol'" if value is None else f"protocol {brief(value)}"
         raise ProtocolError(
             "unsupported_protocol",
             f"hello has {said}; this server speaks \"{PROTOCOL_VERSION}\" (and 1 for 1.0 clients)",
@@ -238,6 +249,20 @@ def _parse_options(msg: Mapping[str, Any], base: Hello, *, code: str, allow_form
     if model not in MODELS:
         raise ProtocolError(code, "'model' must be 'full' or 'lite'")
     return Hello(parts, world, fmt, rig, fps, client[:100], model, base.protocol)
+
+
+def parse_request_id(value: object) -> object:
+    """The `id` a client may attach to a request, echoed in the reply: a number, or a string of
+    at most 128 characters (anything larger would be stored and sent back: memory on demand)."""
+    if value is None or isinstance(value, bool | int):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63:
+            raise ProtocolError("bad_message", "'id' must fit a 64-bit integer")
+        return value
+    if isinstance(value, float) or (isinstance(value, str) and len(value) <= MAX_ID_CHARS):
+        return value
+    raise ProtocolError(
+        "bad_message", f"'id' must be a number or a string of at most {MAX_ID_CHARS} characters"
+    )
 
 
 def pipeline_for(parts: Sequence[str], model: str = "full") -> str:

@@ -40,13 +40,17 @@ class Config:
     send_buffer_bytes: int = 128 * 1024  # kernel send buffer per socket: stale results wait less
     max_image_pixels: int = 4096 * 4096
     max_image_side: int = 8192
-    idle_timeout_s: float = 30.0
+    # Timeouts for every stage of a connection (docs/protocol.md, Timeouts).
+    header_timeout_s: float = 10.0  # request line and headers, and idle keep-alive between requests
+    hello_timeout_s: float = 5.0  # upgrade to hello; no admission is reserved before hello
+    idle_timeout_s: float = 30.0  # no frame or configure (pings, pongs and stats do not count)
     stats_interval_s: float = 1.0
     ping_interval_s: float = 20.0
     shutdown_timeout_s: float = 5.0
     # Security.
     allowed_origins: tuple[str, ...] = ()  # empty = same origin and localhost
     token: str | None = None
+    token_all: bool = False  # the token also guards /streams and /metrics
     trusted_proxies: tuple[str, ...] = ()
     connect_rate_per_address: float = 10.0  # new connections per second (token bucket)
     connect_burst_per_address: int = 40
@@ -94,8 +98,13 @@ _HELP: dict[str, str] = {
     "cpu_overcommit": "grant rates up to this multiple of measured CPU capacity",
     "floor_fps": "refuse a session only when not even this rate (fps) can be granted",
     "max_frame_age_ms": "drop a waiting frame older than this",
-    "allowed_origins": "comma-separated Origin allow-list (empty: same origin + localhost)",
+    "allowed_origins": "comma-separated public origins browsers may connect from, e.g. "
+    "https://box.lan:8443 (always allowed: localhost, a page on the server's own IP address)",
     "token": "require this bearer token for /ws, /ws/subscribe and /v1/predict",
+    "token_all": "also require the token for /streams and /metrics",
+    "header_timeout_s": "close a connection whose request headers take longer than this",
+    "hello_timeout_s": "close a WebSocket that has not said hello within this",
+    "idle_timeout_s": "close a producer that sends no frame or configure for this long",
     "trusted_proxies": "comma-separated proxy addresses whose X-Forwarded-For is believed",
     "rate_limit_exempt": "networks exempt from per-address limits (default: loopback)",
     "redis_url": "carry streams and the predict cache across instances through Redis",

@@ -181,6 +181,15 @@ class Core:
             self.regrant(recompute=False)
         return decision
 
+    def would_admit(self, pipeline: str, fps: float) -> Decision:
+        """Would a session fit now? Reserves nothing (that waits for its hello)."""
+        if pipeline not in self.models:
+            return Decision(False, f"the {pipeline} pipeline has no model on this server")
+        decision = self.admission.check(pipeline, fps)
+        if not decision.admitted:
+            self.metrics.rejected.labels("capacity").inc()
+        return decision
+
     def release(self, key: Any) -> None:
         if self.admission.worker_of(key) is not None:
             self.admission.release(key)

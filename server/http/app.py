@@ -13,7 +13,7 @@ from aiohttp import WSCloseCode, web
 from holistream import protocol
 from server.config import Config
 from server.core import Core
-from server.http.common import CORE, SOCKETS
+from server.http.common import CORE, SOCKETS, listing_refusal
 from server.http.predict import predict
 from server.http.subscribe import list_streams, subscriber
 from server.http.ws import producer
@@ -48,6 +48,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if (refused := listing_refusal(request)) is not None:
+        return refused
     body = request.app[CORE].metrics.render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
@@ -102,7 +104,14 @@ async def serve(config: Config, models: dict[str, Path]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = build_app(core)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout_s)
+    # keepalive_timeout also bounds a new connection's wait for its first complete request
+    # (aiohttp arms it at connection_made): request line and headers within header_timeout_s.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=config.shutdown_timeout_s,
+        keepalive_timeout=config.header_timeout_s,
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()

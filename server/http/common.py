@@ -60,6 +60,15 @@ def access_error(request: web.Request) -> web.Response | None:
     return None
 
 
+def listing_refusal(request: web.Request) -> web.Response | None:
+    """With --token-all, /streams and /metrics want the token too (off by default: they tell
+    stream names and counts, not landmarks)."""
+    cfg = request.app[CORE].config
+    if cfg.token_all and not web_security.token_ok(cfg.token, request.headers, request.query):
+        return http_error(401, "unauthorized", "a valid bearer token is required")
+    return None
+
+
 def validate_stream_name(name: str) -> str | None:
     if STREAM_NAME.fullmatch(name) is None:
         return "stream names are 1-64 characters of A-Z a-z 0-9 . _ -"

@@ -18,9 +18,10 @@ from server.http.common import (
     access_error,
     client_ip,
     http_error,
+    listing_refusal,
     validate_stream_name,
 )
-from server.http.ws import close_with_error, open_socket
+from server.http.ws import close_with_error, open_socket, receive_before
 from server.streams.hub import Subscriber
 
 log = logging.getLogger("holistream.subscribe")
@@ -30,6 +31,8 @@ SUBSCRIBER_MAX_MESSAGE = 64 * 1024  # a subscriber only sends hello and stats re
 
 async def list_streams(request: web.Request) -> web.Response:
     core = request.app[CORE]
+    if (refused := listing_refusal(request)) is not None:
+        return refused
     return web.json_response({"streams": await core.list_streams()})
 
 
@@ -44,7 +47,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         return http_error(400, "bad_request", "a valid ?stream=NAME is required")
     ws = await open_socket(request, cfg, SUBSCRIBER_MAX_MESSAGE)
     try:
-        hello = await _receive_hello(ws, cfg.idle_timeout_s)
+        hello = await _receive_hello(ws, cfg.hello_timeout_s)
     except ProtocolError as exc:
         await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, exc.code, exc.message)
         return ws
@@ -64,7 +67,7 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
     peer = client_ip(request)
     core.limits.opened(peer)
     core.subscribe(sub)
-    await ws.send_str(
+    ready_sent = ws.send_str(
         protocol.dumps(
             {
                 "type": "ready",
@@ -84,6 +87,8 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
             }
         )
     )
+    with contextlib.suppress(ConnectionError):  # a peer already gone ends in the loop below
+        await ready_sent
     sender = asyncio.create_task(_send_loop(ws, sub, wake), name=f"sub-{sub.id[:8]}")
     watchdog = asyncio.create_task(_wait_for_producer(ws, core, sub, cfg.subscriber_wait_s))
     core.metrics.subscribers.inc()
@@ -124,10 +129,10 @@ def _stall_close(
 
 
 async def _receive_hello(ws: web.WebSocketResponse, timeout: float) -> protocol.Hello | None:
-    try:
-        msg = await ws.receive(timeout=timeout)
-    except TimeoutError:
-        await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "idle_timeout", "no hello")
+    msg = await receive_before(ws, time.monotonic() + timeout)
+    if msg is None:
+        text = f"no hello within {timeout:g} s"
+        await close_with_error(ws, WSCloseCode.POLICY_VIOLATION, "hello_timeout", text)
         return None
     if msg.type != WSMsgType.TEXT:
         if msg.type == WSMsgType.BINARY:
@@ -175,13 +180,18 @@ async def _receive_loop(ws: web.WebSocketResponse, sub: Subscriber) -> None:
                     "lost": sub.lost,
                     "buffered": len(sub.buffer),
                 }
-                if "id" in parsed:
-                    reply["id"] = parsed["id"]
+                try:
+                    if "id" in parsed:
+                        reply["id"] = protocol.parse_request_id(parsed["id"])
+                except ProtocolError as exc:
+                    sub.offer_event(protocol.error_message(exc.code, exc.message))
+                    continue
                 sub.offer_event(protocol.dumps(reply))
             else:
+                kind = protocol.brief(parsed["type"])
                 sub.offer_event(
                     protocol.error_message(
-                        "unknown_type", f"unknown message type {parsed['type']!r} for a subscriber"
+                        "unknown_type", f"unknown message type {kind} for a subscriber"
                     )
                 )
 

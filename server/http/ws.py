@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import replace
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from holistream import protocol
 from holistream.protocol import ProtocolError
@@ -36,20 +36,36 @@ TRY_AGAIN_LATER = WSCloseCode.TRY_AGAIN_LATER
 
 
 async def _send_loop(ws: web.WebSocketResponse, session: Session, wake: asyncio.Event) -> None:
-    """Drain the outbox; awaiting each send is what lets a slow reader lose results, not RAM."""
-    while not ws.closed:
-        await wake.wait()
-        wake.clear()
-        while (item := session.outbox.pop()) is not None:
-            if ws.closed:
-                return
-            if isinstance(item, Outgoing):
-                data = item.encoded(session.format)
-                binary = session.format != "json"  # binary (HSR2) or binary1 (HSR1)
-                opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
-                await ws.send_frame(data, opcode)
-            else:
-                await ws.send_str(item)
+    """Drain the outbox; awaiting each send is what lets a slow reader lose results, not RAM.
+    A peer that went away ends the loop quietly (the receive side sees the close)."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        while not ws.closed:
+            await wake.wait()
+            wake.clear()
+            while (item := session.outbox.pop()) is not None:
+                if ws.closed:
+                    return
+                if isinstance(item, Outgoing):
+                    data = item.encoded(session.format)
+                    binary = session.format != "json"  # binary (HSR2) or binary1 (HSR1)
+                    opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
+                    await ws.send_frame(data, opcode)
+                else:
+                    await ws.send_str(item)
+
+
+async def receive_before(ws: web.WebSocketResponse, deadline: float) -> WSMessage | None:
+    """The next application message, or None once `deadline` (monotonic) has passed. aiohttp
+    answers pings and swallows pongs inside `receive`, restarting its own timeout each time; one
+    deadline around the whole call is what makes pings and pongs not count as activity."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    try:
+        async with asyncio.timeout(remaining):
+            return await ws.receive()
+    except TimeoutError:
+        return None
 
 
 async def open_socket(
@@ -60,8 +76,9 @@ async def open_socket(
     results queue in the kernel."""
     # No permessage-deflate: frames are JPEG (incompressible) and every browser offers it, so a
     # client would spend ~2 ms deflating each frame for nothing, and we each result.
+    # aiohttp refuses a message of exactly max_msg_size; the documented limit allows it.
     ws = web.WebSocketResponse(
-        max_msg_size=max_msg_size, heartbeat=cfg.ping_interval_s, autoping=True, compress=False
+        max_msg_size=max_msg_size + 1, heartbeat=cfg.ping_interval_s, autoping=True, compress=False
     )
     await ws.prepare(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
@@ -114,16 +131,13 @@ async def producer(request: web.Request) -> web.StreamResponse:
     except ProtocolError as exc:
         return http_error(400, "bad_request", str(exc))
     session = Session(peer=client_ip(request), stream=stream)
-    decision = core.admit(session.id, protocol.pipeline_for(parts, model), fps)
+    # Refused now if it could not fit, but nothing is reserved until a valid hello.
+    decision = core.would_admit(protocol.pipeline_for(parts, model), fps)
     if not decision.admitted:
         return http_error(
             503, "server_full", decision.reason, headers={"Retry-After": str(cfg.retry_after_s)}
         )
-    try:
-        ws = await open_socket(request, cfg, cfg.max_message_bytes)
-    except Exception:
-        core.release(session.id)
-        raise
+    ws = await open_socket(request, cfg, cfg.max_message_bytes)
     wake = asyncio.Event()
     session.wake = wake.set
     sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
@@ -131,7 +145,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
     core.limits.opened(session.peer)
     log.info("session %s from %s connected", session.id[:8], session.peer)
     try:
-        await _receive_loop(ws, core, session)
+        await _receive_loop(ws, core, session, request.transport)
     except Exception:
         log.exception("session %s failed", session.id[:8])
         await close_with_error(ws, WSCloseCode.INTERNAL_ERROR, "internal", "internal server error")
@@ -141,7 +155,7 @@ async def producer(request: web.Request) -> web.StreamResponse:
         core.remove(session)
         core.release(session.id)
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
         log.info(
             "session %s closed (%s): %d received, %d results",
@@ -153,38 +167,61 @@ async def producer(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _receive_loop(ws: web.WebSocketResponse, core: Core, session: Session) -> None:
+async def _receive_loop(
+    ws: web.WebSocketResponse,
+    core: Core,
+    session: Session,
+    transport: asyncio.Transport | None,
+) -> None:
+    """Until the peer leaves, or a deadline passes: `hello` within hello_timeout_s of the
+    upgrade, then a frame or `configure` at least every idle_timeout_s. Pings, pongs, `stats`
+    requests and refused messages do not count: they cannot hold a session open."""
     cfg = core.config
+    deadline = time.monotonic() + cfg.hello_timeout_s
     while True:
-        try:
-            msg = await ws.receive(timeout=cfg.idle_timeout_s)
-        except TimeoutError:
-            idle = f"no message for {cfg.idle_timeout_s:g} s"
-            await close_with_error(ws, POLICY, "idle_timeout", idle)
+        msg = await receive_before(ws, deadline)
+        if msg is None:
+            if session.hello is None:
+                text = f"no hello within {cfg.hello_timeout_s:g} s"
+                await close_with_error(ws, POLICY, "hello_timeout", text, transport)
+            else:
+                text = f"no frame or configure for {cfg.idle_timeout_s:g} s"
+                await close_with_error(ws, POLICY, "idle_timeout", text, transport)
             return
         if msg.type == WSMsgType.BINARY:
-            _on_frame(core, session, msg.data)
+            if _on_frame(core, session, msg.data):
+                deadline = time.monotonic() + cfg.idle_timeout_s
         elif msg.type == WSMsgType.TEXT:
-            if not await _on_text(ws, core, session, msg.data):
+            active = await _on_text(ws, core, session, msg.data)
+            if active is None:
                 return
+            if active:
+                deadline = time.monotonic() + cfg.idle_timeout_s
         else:  # CLOSE, CLOSING, CLOSED, ERROR (1009 too big is closed by aiohttp itself)
             return
 
 
-def _on_frame(core: Core, session: Session, data: bytes) -> None:
+
+
+def _on_frame(core: Core, session: Session, data: bytes) -> bool:
+    """Take one frame message; True when it was a frame of a live session (activity)."""
     try:
         frame = protocol.decode_frame(data)
     except ProtocolError as exc:
         core.refuse_frame(session, exc.code, exc.message, exc.frame)
-        return
+        return False
     if session.hello is None:
         core.refuse_frame(session, "hello_required", "send 'hello' first", frame.frame_id)
-        return
+        return False
     core.frame(session, frame.frame_id, frame.ts, frame.image)
+    return True
 
 
-async def _on_text(ws: web.WebSocketResponse, core: Core, session: Session, text: str) -> bool:
-    """Handle one text message; False when the session must end."""
+async def _on_text(
+    ws: web.WebSocketResponse, core: Core, session: Session, text: str
+) -> bool | None:
+    """Handle one text message: None when the session must end, True when it was a valid
+    hello or configure (activity), else False."""
     try:
         msg = protocol.parse_message(text)
         kind = msg["type"]
@@ -193,45 +230,48 @@ async def _on_text(ws: web.WebSocketResponse, core: Core, session: Session, text
         if kind == "stats":
             stats = session.stats(time.monotonic())
             if "id" in msg:
-                stats["id"] = msg["id"]
+                stats["id"] = protocol.parse_request_id(msg["id"])
             session.send_control(protocol.dumps(stats))
         elif kind == "configure":
-            await _on_configure(core, session, msg)
+            return await _on_configure(core, session, msg)
         else:
-            session.error("unknown_type", f"unknown message type {kind!r}")
+            session.error("unknown_type", f"unknown message type {protocol.brief(kind)}")
     except ProtocolError as exc:
         session.error(exc.code, exc.message)
-    return True
+    return False
 
 
-async def _on_hello(ws: web.WebSocketResponse, core: Core, session: Session, msg: dict) -> bool:
+async def _on_hello(
+    ws: web.WebSocketResponse, core: Core, session: Session, msg: dict
+) -> bool | None:
+    """True: the session is ready; False: a refused duplicate; None: the session ends."""
     if session.hello is not None:
         session.error("duplicate_hello", "this session already said hello; use 'configure'")
-        return True
+        return False
     try:
         hello = protocol.parse_hello(msg)
     except ProtocolError as exc:
         await close_with_error(ws, POLICY, exc.code, exc.message)
-        return False
+        return None
     decision = core.admit(session.id, protocol.pipeline_for(hello.parts, hello.model), hello.fps)
     if not decision.admitted:
         await close_with_error(ws, TRY_AGAIN_LATER, "server_full", decision.reason)
-        return False
+        return None
     session.configure(hello)
     core.add(session)
     await core.open(session)
     if session.stream is not None and not core.publish(session):
         await close_with_error(ws, POLICY, "stream_taken", f"stream {session.stream!r} is taken")
-        return False
+        return None
     session.send_control(protocol.dumps(_ready(core, session)))
     session.live = True
     return True
 
 
-async def _on_configure(core: Core, session: Session, msg: dict) -> None:
+async def _on_configure(core: Core, session: Session, msg: dict) -> bool:
     if session.hello is None:
         session.error("hello_required", "send 'hello' first")
-        return
+        return False
     hello = protocol.parse_configure(msg, session.hello)
     old = session.hello
     if old.rig is not None and hello.rig is not None and replace(hello, rig=old.rig) == old:
@@ -242,7 +282,7 @@ async def _on_configure(core: Core, session: Session, msg: dict) -> None:
         decision = await core.reconfigure(session, hello)
         if not decision.admitted:
             session.error("server_full", decision.reason)
-            return
+            return False
     session.send_control(
         protocol.dumps(
             {
@@ -254,6 +294,7 @@ async def _on_configure(core: Core, session: Session, msg: dict) -> None:
             }
         )
     )
+    return True
 
 
 def _ready(core: Core, session: Session) -> dict[str, object]:
@@ -282,6 +323,7 @@ def _ready(core: Core, session: Session) -> dict[str, object]:
             "max_frame_age_ms": cfg.max_frame_age_ms,
             "idle_timeout_s": cfg.idle_timeout_s,
             "ping_interval_s": cfg.ping_interval_s,
+            "hello_timeout_s": cfg.hello_timeout_s,
             "stats_interval_s": cfg.stats_interval_s,
             "max_fps": protocol.MAX_FPS,
         },

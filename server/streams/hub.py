@@ -35,6 +35,9 @@ class Subscriber:
     wake: Callable[[], None] = lambda: None
     on_stall: Callable[[], None] = lambda: None  # close it: it stopped reading
     created: float = field(default_factory=time.monotonic)
+    max_events: int = 64  # replies and notices held for a subscriber that does not read
+    events: int = 0
+    events_dropped: int = 0
 
     def offer_result(self, data: bytes, now: float) -> None:
         if len(self.buffer) >= self.capacity:
@@ -50,11 +53,22 @@ class Subscriber:
         self.wake()
 
     def offer_event(self, text: str) -> None:
+        """Queue a notice or reply; beyond `max_events` unsent, it is dropped (and counted):
+        a subscriber that asks without reading cannot grow the server's memory."""
+        if self.events >= self.max_events:
+            self.events_dropped += 1
+            return
+        self.events += 1
         self.buffer.append((False, text))
         self.wake()
 
     def pop(self) -> tuple[bool, bytes | str] | None:
-        return self.buffer.popleft() if self.buffer else None
+        if not self.buffer:
+            return None
+        item = self.buffer.popleft()
+        if not item[0]:
+            self.events -= 1
+        return item
 
     def sent(self) -> None:
         """The socket took a message: the subscriber is reading again."""
