@@ -74,6 +74,7 @@ class Core:
             max_frame_age_s=config.max_frame_age_ms / 1000,
             rig_options=self._rig_options,
             cost=lambda s: 1.0,  # placement is admission's (by grants); this only breaks ties
+            worker_timeout_s=config.worker_timeout_s,
         )
         self.metrics = Metrics(
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts

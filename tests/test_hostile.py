@@ -295,6 +295,25 @@ async def test_multipart_file_after_many_fields(hostile) -> None:
         assert resp.status == 200, await resp.text()
 
 
+# ------------------------------------------------------------------------------ the workers
+
+
+async def test_timestamp_jumps_are_that_sessions_business(hostile) -> None:
+    srv, _ = hostile
+    jpeg = media("astronaut_face.jpg").read_bytes()
+    pids = srv.worker_pids()
+    for _ in range(2):  # a client that reconnects to repeat it
+        conn = await session(srv)
+        for frame, ts in enumerate((1000.0, 1e16, 1e300, -1e300, 5e15, 2000.0)):
+            await conn.send_frame(frame, jpeg, ts)
+            msg = await conn.recv_until(lambda m: is_type(m, "result") or is_type(m, "error")
+                                        or is_type(m, "warning"))
+            assert is_type(msg, "result"), msg  # the clock is clamped: every frame is tracked
+            assert msg["ts"] == ts
+        await conn.close()
+    assert srv.worker_pids() == pids
+
+
 # ------------------------------------------------------------------------------- the books
 
 

@@ -248,6 +248,9 @@ def test_mp_timestamps_strictly_increase_whatever_the_client_sends() -> None:
     session = Session(peer="test", stream=None)
     stamps = [session.mp_timestamp(ts) for ts in (1000.0, 1033.3, 1033.3, 900.0, 1100.0)]
     assert stamps == [0, 33, 34, 35, 100]
+    # Leaps count as MAX_MP_STEP_MS and re-anchor; nothing a client sends leaves int64 range.
+    leaps = [session.mp_timestamp(ts) for ts in (1e16, 1e16 + 40, 1e300, -1e300, -1.7e308, 3.0)]
+    assert leaps == [5100, 5140, 10140, 10141, 10142, 10143]
 
 
 # --------------------------------------------------------------------------------- security
@@ -257,7 +260,13 @@ def test_origin_rules() -> None:
     assert origin_allowed(None, "h:8000", [])
     assert origin_allowed("http://localhost:3000", "h:8000", [])
     assert origin_allowed("http://[::1]:3000", "h:8000", [])
-    assert origin_allowed("https://h:8000", "h:8000", [])
+    # A name is never trusted through Host (DNS rebinding makes them agree); an IP can't rebind.
+    assert not origin_allowed("https://h:8000", "h:8000", [])
+    assert not origin_allowed("http://evil.example:8000", "evil.example:8000", [])
+    assert origin_allowed("https://192.168.1.20:8443", "192.168.1.20:8443", [])
+    assert origin_allowed("http://[fd00::1]:8000", "[fd00::1]:8000", [])
+    assert not origin_allowed("https://192.168.1.20:8443", "192.168.1.21:8443", [])
+    assert origin_allowed("https://h:8000", "h:8000", ["https://h:8000"])
     assert not origin_allowed("https://evil.example", "h:8000", [])
     assert origin_allowed("https://app.example", "h:8000", ["https://app.example"])
     assert not origin_allowed("null", "h:8000", [])

@@ -71,6 +71,7 @@ class Calibration:
 
 class RigSession:
     def __init__(self, options: RigOptions) -> None:
+        self.options = options
         self.solver = RigSolver()
         self.options = options
         self.smoother = RigSmoother(enabled=options.smoothing, mirror=options.mirror)

@@ -21,6 +21,10 @@ from server.sessions.outbox import Outbox
 from server.sessions.pacer import RatePacer
 from server.sessions.stats import RollingMedian, RollingRate
 
+# A pause longer than this counts as this long on MediaPipe's clock (tracking resumes as after
+# a short gap; the client's own `ts` is echoed untouched).
+MAX_MP_STEP_MS = 5_000
+
 
 @dataclass(slots=True)
 class FramePayload:
@@ -157,10 +161,21 @@ class Session:
         return wait
 
     def mp_timestamp(self, client_ts: float) -> int:
-        """Strictly increasing MediaPipe timestamps derived from the client's clock."""
+        """Strictly increasing MediaPipe timestamps (ms) derived from the client's clock:
+        `ts - ts_first`, at least one more than the last, and never more than MAX_MP_STEP_MS
+        beyond it (a leap re-anchors the clock there), so whatever finite `ts` a client sends
+        (back, repeated, 1e300), MediaPipe's clock moves by a bounded step and stays in range."""
         if self._first_ts is None:
             self._first_ts = client_ts
-        ts = max(round(client_ts - self._first_ts), self._last_mp_ts + 1)
+        target = client_ts - self._first_ts
+        last = self._last_mp_ts
+        if target > last + MAX_MP_STEP_MS:
+            ts = last + MAX_MP_STEP_MS
+            self._first_ts = client_ts - ts
+        elif target >= last + 1:
+            ts = round(target)
+        else:
+            ts = last + 1
         self._last_mp_ts = ts
         return ts
 

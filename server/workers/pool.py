@@ -28,6 +28,7 @@ from server.workers import ipc
 from server.workers import messages as m
 from server.workers.process import WorkerSettings, worker_main
 from server.workers.scheduler import FairScheduler
+from server.workers.watchdog import Watchdog
 
 log = logging.getLogger("holistream.workers")
 
@@ -101,6 +102,7 @@ class WorkerHandle:
     waiters: dict[int, tuple[m.ToWorker, asyncio.Future[m.Reply]]] = field(default_factory=dict)
     images: deque[PredictJob] = field(default_factory=deque)  # single images, in arrival order
     restarts: int = 0
+    up: asyncio.Event = field(default_factory=asyncio.Event)  # set while the process serves
 
 
 class WorkerPool(Generic[S]):
@@ -113,6 +115,7 @@ class WorkerPool(Generic[S]):
         max_frame_age_s: float,
         rig_options: Callable[[S], RigOptions | None] = lambda s: None,
         cost: Callable[[S], float] = lambda s: 1.0,
+        worker_timeout_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.callbacks = callbacks
@@ -128,10 +131,35 @@ class WorkerPool(Generic[S]):
         self._ctx = multiprocessing.get_context("spawn")
         self._readers: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.watchdog = Watchdog(worker_timeout_s)
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
+        self._watcher = asyncio.create_task(self._watch(), name="worker-watchdog")
+
+    async def _watch(self) -> None:
+        """Kill a worker that has work out and has said nothing for worker_timeout_s: its
+        reader then sees EOF and replaces it, and its sessions are warned as for any death.
+        Calibration (start-up only, seconds long) is not watched."""
+        interval = min(0.25, self.watchdog.timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            busy = {
+                w.index: bool(w.in_flight)
+                or any(not isinstance(req, m.Calibrate) for req, _ in w.waiters.values())
+                for w in self.workers
+                if w.alive
+            }
+            for index in self.watchdog.hung(time.monotonic(), busy):
+                worker = self.workers[index]
+                log.warning(
+                    "worker %d (pid %d) answered nothing for %g s; replacing it",
+                    index, worker.pid, self.watchdog.timeout_s,
+                )
+                if worker.process is not None:
+                    worker.process.kill()
 
     async def _spawn(self, worker: WorkerHandle) -> None:
         parent, child = socket.socketpair()
@@ -151,6 +179,8 @@ class WorkerPool(Generic[S]):
         worker.reader, worker.writer = reader, writer
         worker.alive = True
         worker.in_flight.clear()
+        self.watchdog.heard(worker.index, time.monotonic())
+        worker.up.set()
         task = asyncio.create_task(self._read_loop(worker), name=f"worker-{worker.index}-reader")
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
@@ -158,6 +188,8 @@ class WorkerPool(Generic[S]):
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
         for w in self.workers:
             if w.writer is not None:
                 w.writer.close()  # EOF: the worker closes its landmarkers and exits
@@ -185,7 +217,11 @@ class WorkerPool(Generic[S]):
     async def _request(
         self, worker: WorkerHandle, msg: m.Open | m.Calibrate | m.GetInfo
     ) -> m.Reply:
-        """Send a numbered request and wait for the reply that echoes its number."""
+        """Send a numbered request and wait for the reply that echoes its number. To a worker
+        being replaced, the request is sent once its successor is up (never dropped, so
+        never left without an answer)."""
+        while not worker.alive:
+            await worker.up.wait()
         fut: asyncio.Future[m.Reply] = asyncio.get_running_loop().create_future()
         worker.waiters[msg.request] = (msg, fut)
         self._send(worker, msg)
@@ -339,6 +375,7 @@ class WorkerPool(Generic[S]):
         try:
             while True:
                 msg = await ipc.recv_async(reader)
+                self.watchdog.heard(worker.index, time.monotonic())
                 self._dispatch(worker, msg)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
@@ -389,8 +426,11 @@ class WorkerPool(Generic[S]):
             worker.in_flight.remove(key)
 
     async def _replace(self, worker: WorkerHandle) -> None:
-        """A worker died: account for its frame, start a new one, reopen its sessions there."""
+        """A worker died: account for its frame, start a new one, reopen its sessions there.
+        Sessions placed on it while it is being replaced open on the new one by themselves."""
         worker.alive = False
+        worker.up.clear()
+        reopen = list(worker.sessions)
         self.restarts += 1
         worker.restarts += 1
         log.warning("worker %d (pid %d) died; replacing it", worker.index, worker.pid)
@@ -407,7 +447,7 @@ class WorkerPool(Generic[S]):
                 self.jobs[key].future.set_exception(ConnectionError("the worker died"))
         await asyncio.sleep(min(0.2 * worker.restarts, 2.0))
         await self._spawn(worker)
-        for sid in list(worker.sessions):
+        for sid in reopen:
             session = self.sessions.get(sid)
             if session is None:
                 continue

@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,17 @@ class _Tracker:
         for detector in self.detectors.values():
             detector.close()
         self.detectors.clear()
+
+    def reset(self, rig: RigSession | None) -> None:
+        """Fresh landmarkers (and rig) after one of them raised: its graph may be unusable."""
+        for detector in self.detectors.values():
+            with contextlib.suppress(Exception):
+                detector.close()
+        self.detectors.clear()
+        self.detectors[self.pipeline] = self.create(self.pipeline)
+        if self.policy is not None:
+            self.policy = FallbackPolicy(self.pipeline, targets(self.wanted))
+        self.rig = rig
 
 
 def _rss_bytes() -> int:
@@ -200,6 +212,37 @@ class Worker:
         landmarkers = sum(len(t.detectors) for t in self.trackers.values())
         return m.Info(msg.request, os.getpid(), landmarkers, _rss_bytes())
 
+    def handle_safely(self, msg: m.ToWorker) -> m.FromWorker | None:
+        """`handle`, where whatever a landmarker, the rig or a decoder raises for one session's
+        input becomes that session's error (its tracker starts afresh), never the worker's end."""
+        try:
+            return self.handle(msg)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+            print(f"worker {self.index}: {type(msg).__name__} failed: {reason}", file=sys.stderr)
+            return self._failed(msg, reason)
+
+    def _failed(self, msg: m.ToWorker, reason: str) -> m.FromWorker | None:
+        match msg:
+            case m.Frame():
+                tracker = self.trackers.get(msg.sid)
+                if tracker is not None:
+                    try:
+                        tracker.reset(self._make_rig(tracker.rig.options if tracker.rig else None))
+                    except Exception:  # cannot even start afresh: the session ends
+                        self.trackers.pop(msg.sid, None)
+                return m.FrameError(msg.sid, msg.frame_id, "inference_failed", reason)
+            case m.Predict():
+                self._predictor = None  # its landmarkers start afresh too
+                return m.PredictError(msg.key, "internal", reason)
+            case m.Open():
+                return m.OpenFailed(msg.request, msg.sid, reason)
+            case m.Calibrate():
+                return m.Calibrated(msg.request)
+            case m.GetInfo():
+                return m.Info(msg.request, os.getpid(), 0, 0)
+        return None
+
     def handle(self, msg: m.ToWorker) -> m.FromWorker | None:
         """One request; the reply to send, if it has one."""
         match msg:
@@ -238,7 +281,7 @@ class Worker:
             msg = ipc.recv_blocking(self.sock)
             if msg is None:
                 break
-            reply = self.handle(msg)
+            reply = self.handle_safely(msg)
             if reply is not None:
                 ipc.send_blocking(self.sock, reply)
         for tracker in self.trackers.values():
