@@ -222,10 +222,16 @@ class WorkerPool(Generic[S]):
         never left without an answer)."""
         while not worker.alive:
             await worker.up.wait()
+        return await self._submit(worker, msg)
+
+    def _submit(
+        self, worker: WorkerHandle, msg: m.Open | m.Calibrate | m.GetInfo
+    ) -> asyncio.Future[m.Reply]:
+        """Send a numbered request now; the future its reply will resolve."""
         fut: asyncio.Future[m.Reply] = asyncio.get_running_loop().create_future()
         worker.waiters[msg.request] = (msg, fut)
         self._send(worker, msg)
-        return await fut
+        return fut
 
     def _open_message(self, session: S) -> m.Open:
         return m.Open(
@@ -447,12 +453,12 @@ class WorkerPool(Generic[S]):
                 self.jobs[key].future.set_exception(ConnectionError("the worker died"))
         await asyncio.sleep(min(0.2 * worker.restarts, 2.0))
         await self._spawn(worker)
-        for sid in reopen:
-            session = self.sessions.get(sid)
-            if session is None:
-                continue
-            with contextlib.suppress(Exception):
-                await self._request(worker, self._open_message(session))
+        # Every reopen is written before anything else can be: the worker serves in order, so
+        # no frame of these sessions can reach it before their landmarkers exist.
+        sessions = [self.sessions[sid] for sid in reopen if sid in self.sessions]
+        reopened = [self._submit(worker, self._open_message(session)) for session in sessions]
+        await asyncio.gather(*reopened, return_exceptions=True)
+        for session in sessions:
             self.callbacks.worker_lost(session)
             self.frame_ready(session)
         for request, fut in pending_waiters.values():
