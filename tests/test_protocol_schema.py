@@ -68,7 +68,8 @@ def _ready() -> dict:
         "stream": None, "server": "holistream 0.1.0",
         "limits": {"max_in_flight": 2, "max_message_bytes": 4194304, "max_image_pixels": 1,
                    "max_image_side": 1, "max_frame_age_ms": 500, "idle_timeout_s": 30,
-                   "ping_interval_s": 20, "stats_interval_s": 1.0, "max_fps": 240},
+                   "hello_timeout_s": 5, "ping_interval_s": 20, "stats_interval_s": 1.0,
+                   "max_fps": 240},
         "fps_requested": 30, "fps_granted": 28.5,
         "grant": {"fps": 28.5, "requested": 30, "floor": 10},
     }  # fmt: skip
