@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Generic, Protocol, TypeVar
 
+import psutil
+
 from holistream.protocol import RigOptions
 from server.sessions.frame_slot import FrameSlot, Pending
 from server.sessions.session import FramePayload
@@ -39,6 +41,15 @@ IMAGES = "images"
 # two (its slot holds one frame in flight), so latest-frame-wins still applies to every frame
 # that is not yet next in line.
 DEPTH = 2
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a worker process has used, all its threads (0 if it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 class PoolSession(Protocol):
@@ -140,26 +151,28 @@ class WorkerPool(Generic[S]):
         self._watcher = asyncio.create_task(self._watch(), name="worker-watchdog")
 
     async def _watch(self) -> None:
-        """Kill a worker that has work out and has said nothing for worker_timeout_s: its
-        reader then sees EOF and replaces it, and its sessions are warned as for any death.
-        Calibration (start-up only, seconds long) is not watched."""
-        interval = min(0.25, self.watchdog.timeout_s / 4)
+        """Kill a worker that has work out and has neither answered nor used CPU for
+        worker_timeout_s (stopped, deadlocked): its reader then sees EOF and replaces it, and
+        its sessions are warned as for any death. Calibration (start-up only) is not watched."""
+        interval = min(0.5, self.watchdog.timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
-            busy = {
-                w.index: bool(w.in_flight)
-                or any(not isinstance(req, m.Calibrate) for req, _ in w.waiters.values())
-                for w in self.workers
-                if w.alive
-            }
-            for index in self.watchdog.hung(time.monotonic(), busy):
+            looks = {w.index: (self._has_work(w), _cpu_seconds(w.pid)) for w in self.workers
+                     if w.alive}
+            for index in self.watchdog.hung(time.monotonic(), looks):
                 worker = self.workers[index]
                 log.warning(
-                    "worker %d (pid %d) answered nothing for %g s; replacing it",
-                    index, worker.pid, self.watchdog.timeout_s,
+                    "worker %d (pid %d) answered nothing and computed nothing for %g s; "
+                    "replacing it", index, worker.pid, self.watchdog.timeout_s,
                 )
                 if worker.process is not None:
                     worker.process.kill()
+
+    @staticmethod
+    def _has_work(worker: WorkerHandle) -> bool:
+        return bool(worker.in_flight) or any(
+            not isinstance(req, m.Calibrate) for req, _ in worker.waiters.values()
+        )
 
     async def _spawn(self, worker: WorkerHandle) -> None:
         parent, child = socket.socketpair()

@@ -1,9 +1,11 @@
-"""Hung-worker detection: a worker with work outstanding that says nothing for too long.
+"""Hung-worker detection: a worker with work out that neither answers nor computes.
 
-Pure bookkeeping, no I/O: the pool reports what it hears and which workers have work out, and
-asks which ones have gone quiet. A killed worker is noticed by its socket's EOF; one that is
-stopped (SIGSTOP), deadlocked or stuck in native code keeps its socket open, and only silence
-shows it. The pool then kills it and replaces it like a dead one.
+Pure bookkeeping, no I/O: the pool reports what it hears, which workers have work out and how
+much CPU time each process has used, and asks which ones are hung. A killed worker is noticed by
+its socket's EOF; one that is stopped (SIGSTOP) or deadlocked keeps its socket open and uses no
+CPU, and only that shows it. A worker that is merely slow (a loaded machine, a large image, a
+landmarker being created) keeps using CPU and is left alone, up to `ceiling_s` without a reply
+(a loop that never ends). The pool then kills it and replaces it like a dead one.
 """
 
 from __future__ import annotations
@@ -11,26 +13,48 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+MIN_CPU_S = 0.02  # CPU seconds that count as "still computing" between two looks
+
+
+@dataclass
+class _Seen:
+    progress: float  # last reply, idle moment or CPU advance
+    replied: float  # last reply or idle moment
+    cpu_s: float
+
 
 @dataclass
 class Watchdog:
     timeout_s: float
-    _progress: dict[int, float] = field(default_factory=dict)
+    ceiling_factor: float = 10.0
+    _seen: dict[int, _Seen] = field(default_factory=dict)
+
+    @property
+    def ceiling_s(self) -> float:
+        return max(self.timeout_s * self.ceiling_factor, 30.0)
 
     def heard(self, worker: int, now: float) -> None:
         """The worker answered something (or has just started)."""
-        self._progress[worker] = now
+        seen = self._seen.get(worker)
+        if seen is None:
+            self._seen[worker] = _Seen(now, now, 0.0)
+        else:
+            seen.progress = seen.replied = now
 
-    def hung(self, now: float, busy: Mapping[int, bool]) -> list[int]:
-        """Workers that had work outstanding and answered nothing for `timeout_s`. An idle
-        worker's clock starts when it is next seen busy (checks come often, so at most one
-        check interval late)."""
+    def hung(self, now: float, workers: Mapping[int, tuple[bool, float]]) -> list[int]:
+        """Workers (index -> (has work out, CPU seconds used so far)) that had work out and
+        neither answered nor used CPU for `timeout_s`, or did not answer for `ceiling_s`."""
         quiet = []
-        for worker, has_work in busy.items():
-            since = self._progress.setdefault(worker, now)
+        for worker, (has_work, cpu_s) in workers.items():
+            seen = self._seen.setdefault(worker, _Seen(now, now, cpu_s))
             if not has_work:
-                self._progress[worker] = now
-            elif now - since > self.timeout_s:
+                seen.progress = seen.replied = now
+            elif cpu_s - seen.cpu_s >= MIN_CPU_S:
+                seen.progress = now
+            seen.cpu_s = cpu_s
+            if has_work and (
+                now - seen.progress > self.timeout_s or now - seen.replied > self.ceiling_s
+            ):
                 quiet.append(worker)
-                self._progress[worker] = now  # reported once per timeout
+                seen.progress = seen.replied = now  # reported once per timeout
         return quiet
