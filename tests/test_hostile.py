@@ -230,8 +230,8 @@ async def test_a_message_of_exactly_the_limit_is_accepted(hostile) -> None:
     limit = conn.ready["limits"]["max_message_bytes"]
     junk = b"\xff\xd8\xff" + bytes(limit - 19)  # 16-byte frame header + this = the limit
     await conn.send_frame(7, junk)
-    error = await conn.recv_until(lambda m: is_type(m, "error"))
-    assert error["frame"] == 7 and error["fatal"] is False
+    error = await conn.recv_until(lambda m: is_type(m, "error") and m.get("frame") == 7)
+    assert error["fatal"] is False and error["code"] == "undecodable", error
     await conn.close()
 
 
