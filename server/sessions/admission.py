@@ -146,6 +146,17 @@ class AdmissionPolicy:
         *,
         replacing: Hashable | None = None,
         keep_worker: bool = False,
+    ) -> Decision:
+        """Would a session fit, and at what grant? (Nothing is held.)"""
+        return self._place(pipeline, fps, replacing=replacing, keep_worker=keep_worker)[0]
+
+    def _place(
+        self,
+        pipeline: str,
+        fps: float,
+        *,
+        replacing: Hashable | None = None,
+        keep_worker: bool = False,
     ) -> tuple[Decision, dict[Hashable, float]]:
         """Would a session fit, at what grant, and what would everyone's grants be?"""
         others = self._wants(exclude=replacing)
@@ -184,7 +195,7 @@ class AdmissionPolicy:
         self, key: Hashable, pipeline: str, fps: float, *, keep_worker: bool = False
     ) -> Decision:
         """Admit `key` (or change its pipeline/rate); on refusal the old admission is kept."""
-        decision, grants = self.check(pipeline, fps, replacing=key, keep_worker=keep_worker)
+        decision, grants = self._place(pipeline, fps, replacing=key, keep_worker=keep_worker)
         if decision.admitted:
             self._held[key] = _Held(pipeline, fps, decision.worker)
             self.grants = grants
