@@ -138,6 +138,9 @@ def test_two_instances_with_shares_never_promise_more_than_the_box(server_factor
         assert ra["capacity"][pipeline] >= 1  # a share of one core still holds a session
     # Without a share, each instance budgets for the whole box: two such would overcommit it.
     assert 2 * _promised_ms(rw["capacity"])["holistic"] > box_ms
+    # The results per second the two promise together are what the whole box serves, no more.
+    for pipeline, fps in rw["capacity_fps"].items():
+        assert ra["capacity_fps"][pipeline] + rb["capacity_fps"][pipeline] <= fps * 1.001
 
 
 @pytest.mark.slow
