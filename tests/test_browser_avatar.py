@@ -37,6 +37,8 @@ import pytest
 from holistream import client
 from holistream.protocol import Result
 from tests.browser import CHROMIUM, camera_y4m, chromium, page_of
+from tests.conftest import media
+from tests.wsclient import connect
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
@@ -338,21 +340,55 @@ def test_the_avatar_follows_the_servers_rig(page: Page, server: ServerProcess) -
         assert avatar(page, ".model")["source"] == "mannequin"
         assert page.evaluate("window.holistream.state") == "connected"
 
-        # Stopped, the avatar settles on the last rig exactly.
+        # The footballer's arms are not in a T-pose, and so neither are the mannequin's.
+        snap = page.evaluate("window.holistream.avatar.snapshot()")
+        arms = {b: angle_deg(snap["target"]["bones"][b], (0, 0, 0, 1))
+                for b in ("leftUpperArm", "rightUpperArm")}
+        assert max(arms.values()) > 30 and min(arms.values()) > 10, arms
+
+        # Live expressions: the mouth drawn follows the server's mouth value (A) frame by frame,
+        # with no easing of its own (frames drawn while streaming, read from the mesh's morph).
+        avatar(page, ".startMouthLog()")
+        page.wait_for_timeout(4000)
+        log = avatar(page, ".stopMouthLog()")
+        rendered = np.array([e["rendered"] for e in log])
+        server_a = np.array([e["server"] for e in log])
+        assert len(log) >= 20 and server_a.std() > 0.005, (len(log), server_a.std())
+        corr = float(np.corrcoef(rendered, server_a)[0, 1])
+        gaps = [(e["rendered"], e["lipGap"]) for e in log if e["lipGap"] is not None]
+        lip = float(np.corrcoef(*np.array(gaps).T)[0, 1]) if len(gaps) > 2 else float("nan")
+        print(f"mouth drawn vs server A: r = {corr:.3f} over {len(log)} frames; "
+              f"vs the lip gap: r = {lip:.3f}")
+        assert corr >= 0.9
+
+        # Stopped: the avatar eases to the rig's neutral pose (arms down beside the body, face
+        # neutral, the legs as they were) and says so.
         page.get_by_role("button", name="Stop").click()
-        wait_until(page, "window.holistream.avatar.snapshot().settled")
-        page.wait_for_timeout(100)
+        expect(page.locator("#avatar-tracking")).to_contain_text("stream stopped")
+        assert avatar(page, ".tracking")["state"] == "lost"
+        wait_until(page, "window.holistream.avatar.snapshot().settled", timeout_s=5)
         snap = page.evaluate("window.holistream.avatar.snapshot()")
         rig = recorder.rig(snap["frame"])
-        assert snap["rig"] == rig
-        want = expected_bones(rig["bones"], mirror=True, version="1.0", held=snap["held"])
-        assert len(want) >= 17
+        want = expected_bones(neutral_rig_json(rig), mirror=True, version="1.0")
         for bone, q in want.items():
             assert angle_deg(snap["bones"][bone], q) < 0.05, (bone, snap["bones"][bone], q)
+        for bone in ("spine", "head", "leftLowerArm", "rightHand", "leftIndexProximal"):
+            assert angle_deg(snap["bones"].get(bone, (0, 0, 0, 1)), (0, 0, 0, 1)) < 0.05, bone
+        assert max(avatar(page, ".expressions").values(), default=0.0) < 1e-6
 
-    # The footballer's arms are not in a T-pose, and so neither are the mannequin's.
-    arms = {b: angle_deg(snap["bones"][b], (0, 0, 0, 1)) for b in ("leftUpperArm", "rightUpperArm")}
-    assert max(arms.values()) > 30 and min(arms.values()) > 10, arms
+
+def neutral_rig_json(rig: dict[str, Any]) -> dict[str, Any]:
+    """The neutral pose (docs/rig.md, Confidence-aware motion) as rig bones: upper arms 65°
+    below the T-pose about the avatar's Z axis (Unity frame), the legs as the rig had them."""
+    half = math.radians(65.0) / 2.0
+    bones = {
+        "LeftUpperArm": [0.0, 0.0, math.sin(half), math.cos(half)],
+        "RightUpperArm": [0.0, 0.0, -math.sin(half), math.cos(half)],
+    }
+    for side in ("Left", "Right"):
+        for part in ("UpperLeg", "LowerLeg", "Foot"):
+            bones[side + part] = rig["bones"][side + part]
+    return bones
 
 
 POSE = {  # the person's right arm raised 45° sideways, left arm down (Unity frame)
@@ -452,3 +488,115 @@ def test_vrm0_and_vrm1_pose_alike_and_bad_files_are_refused(
     expect(page.locator("#avatar-message")).to_be_hidden()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "avatar-green.png")
+
+
+def test_obs_view_shows_a_named_streams_avatar_on_transparent_ground(
+    page: Page, server: ServerProcess
+) -> None:
+    """/obs?stream=NAME: the avatar alone (no page chrome) on a transparent background, moved by
+    the named stream's rig; when the producer stops it eases to neutral."""
+    name = unique_name("obs")
+    page.goto(f"{server.url}/obs?stream={name}")
+    wait_until(page, "window.holistreamObs?.state.ready === true")
+    stop = threading.Event()
+    producer = threading.Thread(target=produce_until, args=(server, name, stop), daemon=True)
+    producer.start()
+    try:
+        wait_until(page, "window.holistreamObs.state.results >= 8")
+        state = page.evaluate("window.holistreamObs.state")
+        assert state["connection"] == "connected" and state["tracking"] == "tracking"
+        assert state["model"]["fileName"] == "mannequin.vrm"
+        assert state["background"] == "transparent"
+        page.wait_for_timeout(300)
+        png = page.screenshot(omit_background=True)
+    finally:
+        stop.set()
+        producer.join(30)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "obs.png").write_bytes(png)
+    shot = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert shot.shape[2] == 4, "no alpha channel"
+    alpha = shot[:, :, 3]
+    height, width = alpha.shape
+    for y, x in ((5, 5), (5, width - 6), (height - 6, 5), (height - 6, width - 6)):
+        assert alpha[y, x] == 0, (y, x)  # the corners show what is behind (OBS's scene)
+    opaque = alpha > 250
+    assert 0.02 < opaque.mean() < 0.6, opaque.mean()  # an avatar, not a filled page
+    xs = np.nonzero(opaque)[1]
+    assert abs(xs.mean() - width / 2) < width * 0.15  # framed in the middle
+    # No chrome: the canvas is the only thing on the page that shows.
+    shown = page.evaluate(
+        "[...document.body.querySelectorAll('*')].filter(e => e.checkVisibility())"
+        ".map(e => e.tagName)"
+    )
+    assert shown == ["CANVAS"], shown
+    # The producer left: the avatar eases to its neutral pose (arms down).
+    wait_until(page, "window.holistreamObs.state.tracking === 'lost'", timeout_s=10)
+    page.wait_for_timeout(800)
+    arm = page.evaluate("window.holistreamObs.bones.leftUpperArm")
+    half = math.radians(65.0) / 2.0  # mirrored: the person's right arm is the avatar's left
+    want = expected_bones({"RightUpperArm": [0.0, 0.0, -math.sin(half), math.cos(half)]},
+                          mirror=True, version="1.0")["leftUpperArm"]
+    assert angle_deg(arm, want) < 0.5
+
+
+def produce_until(server: ServerProcess, name: str, stop: threading.Event) -> None:
+    """A producer on `name` sending the footballer at ~15 fps until told to stop."""
+    frames = [media("messi5.jpg").read_bytes()]
+
+    async def run() -> None:
+        conn = await connect(server.ws_url + f"?stream={name}", hello={"fps": 15})
+        try:
+            i = 0
+            while not stop.is_set() and i < 600:
+                await conn.send_frame(i, frames[0], ts=1000.0 + i * 1000 / 15)
+                await conn.result(60)
+                i += 1
+                await asyncio.sleep(1 / 15)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+
+
+def test_page_fits_a_laptop_and_a_phone_and_face_framing_follows_the_head(
+    page: Page, server: ServerProcess
+) -> None:
+    page.goto(f"{server.url}/?autostart=0&view=both&framing=upper")
+    wait_avatar_ready(page)
+    # 1280 x 800: the avatar's controls are on screen without scrolling.
+    for locator in (page.get_by_role("radio", name="Avatar"),
+                    page.get_by_role("radio", name="Face"),
+                    page.get_by_role("button", name="Re-centre"),
+                    page.get_by_label("Background", exact=True)):
+        box = locator.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 800, box
+    # Side by side, Upper body frames head to hips: the feet are out of the picture.
+    page.evaluate("rig => window.holistream.avatar.applyRig(rig)", {"bones": {}})
+    upper = page.evaluate(READ_POSE_JS)
+    assert upper["leftFoot"]["screen"][1] > upper["size"][1]
+    assert 0 < upper["head"]["screen"][1] < upper["size"][1] * 0.4
+    # Face framing follows the head: a body leaning 35° to the side keeps the head in view.
+    page.get_by_role("radio", name="Face").check()
+    half = [0.0, 0.0, math.sin(math.radians(17.5)), math.cos(math.radians(17.5))]
+    lean = {"bones": {"Spine": half, "Chest": half}}
+    page.evaluate("rig => window.holistream.avatar.applyRig(rig)", lean)
+    page.wait_for_timeout(1500)  # the framing glides after the head
+    face = page.evaluate(READ_POSE_JS)
+    x, y = face["head"]["screen"]
+    width, height = face["size"]
+    assert 0.3 * width < x < 0.7 * width and 0.2 * height < y < 0.8 * height, (x, y, width, height)
+
+    # A phone: the avatar's view switch is on the first screen.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        small = phone.new_page()
+        small.goto(f"{server.url}/?autostart=0&view=avatar")
+        box = small.get_by_role("radio", name="Side by side").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 844, box
+    finally:
+        phone.close()

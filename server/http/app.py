@@ -55,7 +55,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    page = request.app[CORE].config.web_root / "index.html"
+    return _page(request, "index.html")
+
+
+async def obs(request: web.Request) -> web.StreamResponse:
+    """The avatar alone, for an OBS browser source (web/obs.html; /obs?stream=NAME)."""
+    return _page(request, "obs.html")
+
+
+def _page(request: web.Request, name: str) -> web.StreamResponse:
+    page = request.app[CORE].config.web_root / name
     if not page.exists():
         return web.Response(text="holistream: the web demo is not installed\n")
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
@@ -74,6 +83,7 @@ def build_app(core: Core) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
+    app.router.add_get("/obs", obs)
     web_root = core.config.web_root
     if web_root.is_dir():
         app.router.add_static("/static/", web_root, follow_symlinks=False)

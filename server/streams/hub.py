@@ -151,6 +151,10 @@ class StreamHub:
         event = stream_started(stream)
         for sub in stream.subscribers:
             sub.offer_event(event)
+        # A subscriber that asked for the rig while the producer's session was being opened
+        # (before this publication) found no producer to turn it on for: do it now.
+        if any(sub.rig for sub in stream.subscribers):
+            self.rig_changed(session)
         if self.relay is not None:
             self.relay.started(stream.name, event)
 

@@ -32,13 +32,25 @@ export async function parseVrm(data, fileName = "the file") {
   if (new DataView(data).getUint32(0, true) !== GLB_MAGIC) {
     throw new VrmLoadError(`${fileName} is not a VRM: a VRM is a binary glTF (.vrm, .glb) and this file is something else.`);
   }
+  // A binary glTF says its own length: a shorter file was cut off (an interrupted download).
+  const declared = new DataView(data).getUint32(8, true);
+  if (declared > data.byteLength) {
+    throw new VrmLoadError(
+      `${fileName} could not be read as a VRM: the file is cut short (${megabytes(data.byteLength)} of ` +
+        `${megabytes(declared)}). Download or export it again.`,
+    );
+  }
   const loader = new GLTFLoader();
   loader.register((parser) => new VRMLoaderPlugin(parser));
   let gltf;
   try {
     gltf = await loader.parseAsync(data, "");
   } catch (error) {
-    throw new VrmLoadError(`${fileName} could not be read as a VRM: ${error?.message ?? error}`);
+    console.warn(`${fileName}:`, error);
+    throw new VrmLoadError(
+      `${fileName} could not be read as a VRM: the file looks damaged, or uses something this viewer ` +
+        "cannot read. Try exporting it again (VRM 1.0 or 0.x).",
+    );
   }
   const vrm = gltf.userData.vrm;
   if (!vrm?.humanoid || !vrm.meta) {
@@ -75,6 +87,10 @@ export async function fetchVrm(url) {
   }
   if (!response.ok) throw new VrmLoadError(`Cannot download ${url}: HTTP ${response.status}.`);
   return parseVrm(await response.arrayBuffer(), url.split("/").pop());
+}
+
+function megabytes(bytes) {
+  return bytes < 1e6 ? `${Math.round(bytes / 1e3)} kB` : `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 /** Frees a model's GPU resources. */

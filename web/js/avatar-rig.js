@@ -1,5 +1,7 @@
-// The server's rig → three-vrm: bone names, coordinate frames, mirroring, expressions, and the
-// interpolation that turns ~15 results a second into smooth motion. Pure functions and small
+// The server's rig → three-vrm: bone names, coordinate frames, mirroring, expressions, the
+// interpolation that turns ~15 results a second into smooth motion, and the neutral pose.
+// (What a part does when its tracking comes and goes — hold, ease to rest, no snaps — is the
+// server's: server/rig/tracking.py.) Pure functions and small
 // classes, no three.js: the page and the tests import this module as it is.
 //
 // The server's rig (docs/protocol.md, server/rig/skeleton.py) is in Unity's humanoid frame:
@@ -64,16 +66,6 @@ export const EXPRESSION_MAP = Object.freeze({
   LookLeft: "lookLeft",
   LookRight: "lookRight",
 });
-
-/** The rig's bones of each hand (what a hand's confidence speaks for). */
-export const HAND_BONES = Object.freeze({
-  left_hand: Object.keys(BONE_MAP).filter((name) => name.startsWith("Left") && isHandBone(name)),
-  right_hand: Object.keys(BONE_MAP).filter((name) => name.startsWith("Right") && isHandBone(name)),
-});
-
-function isHandBone(name) {
-  return /(Hand|Thumb|Index|Middle|Ring|Little)/.test(name);
-}
 
 const IDENTITY = Object.freeze([0, 0, 0, 1]);
 
@@ -196,46 +188,12 @@ export function mapRig(rig, { mirror = false, vrmVersion = "1.0", has = () => tr
 }
 
 /**
- * Keeps a hand's last tracked pose for a while when the server loses that hand (its confidence
- * drops to 0 and its bones fall back to the T-pose), so fingers do not snap flat and back when
- * detection flickers. Works on the rig itself (Unity frame), before mapping.
- */
-export class HandHold {
-  /** @param {number} holdMs  how long a lost hand keeps its last pose */
-  constructor(holdMs = 1500) {
-    this.holdMs = holdMs;
-    /** part → {at: when it was last tracked, bones: its rig bones then} */
-    this.last = {};
-  }
-
-  reset() {
-    this.last = {};
-  }
-
-  /**
-   * @returns {{rig: object, held: string[]}}  the rig with held hands put back, and which
-   */
-  apply(rig, now = performance.now()) {
-    const held = [];
-    let bones = rig?.bones;
-    for (const [part, names] of Object.entries(HAND_BONES)) {
-      const confidence = rig?.confidence?.[part];
-      if (typeof confidence !== "number" || !bones) continue; // no confidence: nothing to judge
-      if (confidence > 0) {
-        this.last[part] = { at: now, bones: Object.fromEntries(names.map((n) => [n, bones[n]])) };
-      } else if (this.last[part] && now - this.last[part].at <= this.holdMs) {
-        bones = { ...bones, ...this.last[part].bones };
-        held.push(part);
-      }
-    }
-    return { rig: held.length ? { ...rig, bones } : rig, held };
-  }
-}
-
-/**
  * Renders between results: each new target pose is reached from the pose on screen in about
- * one result interval (measured), by slerp for bones and linearly for expressions. The avatar
- * runs about one result behind, and 15 results a second look like continuous motion at 60 fps.
+ * one result interval (measured), by slerp for bones, so 15 results a second look like
+ * continuous motion at 60 fps (the bones run about one result behind). Expressions are not
+ * interpolated: each result's values show from the next frame drawn (a mouth that eased into
+ * its values would still be open after the mouth closed); only an explicit ease (`fade`, to
+ * the neutral pose when tracking is lost) blends them too.
  */
 export class PoseTrack {
   constructor({ minMs = 30, maxMs = 250, defaultMs = 80 } = {}) {
@@ -247,6 +205,7 @@ export class PoseTrack {
     this.to = { bones: {}, expressions: {} };
     this.start = 0;
     this.duration = 0;
+    this.blendExpressions = false;
     this.lastPushAt = null;
   }
 
@@ -258,10 +217,20 @@ export class PoseTrack {
       if (gap < 1000) this.intervalMs = 0.7 * this.intervalMs + 0.3 * gap;
     }
     this.lastPushAt = now;
+    this.#moveTo(target, now, Math.min(this.maxMs, Math.max(this.minMs, this.intervalMs)), false);
+  }
+
+  /** Eases everything, expressions too, to a pose over `durationMs` (tracking lost). */
+  fade(target, durationMs, now = performance.now()) {
+    this.#moveTo(target, now, durationMs, true);
+  }
+
+  #moveTo(target, now, durationMs, blendExpressions) {
     this.from = this.sample(now);
     this.to = clonePose(target);
     this.start = now;
-    this.duration = Math.min(this.maxMs, Math.max(this.minMs, this.intervalMs));
+    this.duration = durationMs;
+    this.blendExpressions = blendExpressions;
   }
 
   /** Jump to a pose at once (a new model, a pose set by hand). */
@@ -291,6 +260,7 @@ export class PoseTrack {
     for (const name of new Set([...Object.keys(this.from.bones), ...Object.keys(this.to.bones)])) {
       bones[name] = slerp(this.from.bones[name] ?? IDENTITY, this.to.bones[name] ?? IDENTITY, t);
     }
+    if (!this.blendExpressions) return { bones, expressions: { ...this.to.expressions } };
     const expressions = {};
     for (const name of new Set([...Object.keys(this.from.expressions), ...Object.keys(this.to.expressions)])) {
       const a = this.from.expressions[name] ?? 0;
@@ -299,6 +269,33 @@ export class PoseTrack {
     }
     return { bones, expressions };
   }
+}
+
+/** How far below the T-pose the neutral pose's arms hang (server/rig/tracking.py). */
+export const ARM_DOWN_DEG = 65;
+const LEG_BONES = ["LeftUpperLeg", "LeftLowerLeg", "LeftFoot", "RightUpperLeg", "RightLowerLeg", "RightFoot"];
+
+/**
+ * The neutral pose the server's rig eases to when tracking is lost (server/rig/tracking.py,
+ * neutral_rig), in the rig's own format: upright, arms down beside the body, a neutral face;
+ * the legs as `rig` has them (seated or standing). Confidences all 0.
+ */
+export function neutralRig(rig) {
+  const half = (ARM_DOWN_DEG * Math.PI) / 360;
+  const bones = {
+    LeftUpperArm: [0, 0, Math.sin(half), Math.cos(half)],
+    RightUpperArm: [0, 0, -Math.sin(half), Math.cos(half)],
+  };
+  for (const name of LEG_BONES) if (rig?.bones?.[name]) bones[name] = [...rig.bones[name]];
+  const confidence = Object.fromEntries(Object.keys(rig?.confidence ?? {}).map((part) => [part, 0]));
+  return { bones, expressions: {}, head: [0, 0, 0], hips: [0, 0, 0], confidence };
+}
+
+/** Does a rig track a person (its body or face found)? Without confidences: assume so. */
+export function isTracking(rig) {
+  const c = rig?.confidence;
+  if (!c || typeof c !== "object") return true;
+  return (c.body ?? 0) > 0 || (c.face ?? 0) > 0;
 }
 
 function clonePose({ bones = {}, expressions = {} }) {

@@ -13,8 +13,11 @@ const SOFTWARE_MAX_FPS = 20;
 const SOFTWARE_MAX_PIXELS = 300_000;
 
 export class AvatarScene {
-  /** @param {HTMLCanvasElement} canvas */
-  constructor(canvas) {
+  /**
+   * @param {HTMLCanvasElement} canvas
+   * @param {{transparent?: boolean}} options  transparent: the canvas can show through (OBS)
+   */
+  constructor(canvas, { transparent = false } = {}) {
     this.canvas = canvas;
     const probe = probeRenderer();
     if (!probe.webgl2) throw new Error("this browser offers no WebGL 2 context");
@@ -25,7 +28,13 @@ export class AvatarScene {
     this.rendererName = probe.name;
     this.minFrameMs = this.software ? 1000 / SOFTWARE_MAX_FPS - 2 : 0;
     // three.js renders with WebGL 2 only; without it this throws and the page says so.
-    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: !this.software, powerPreference: "low-power" });
+    this.renderer = new THREE.WebGLRenderer({
+      canvas,
+      antialias: !this.software,
+      alpha: transparent,
+      premultipliedAlpha: true,
+      powerPreference: "low-power",
+    });
     this.webgl2 = this.renderer.getContext() instanceof WebGL2RenderingContext;
     this.pixelRatio = Math.min(window.devicePixelRatio || 1, 2);
     this.renderer.outputColorSpace = THREE.SRGBColorSpace;
@@ -47,6 +56,8 @@ export class AvatarScene {
     this.expressionValues = {};
     this.handMaterials = null;
     this.handColoursSwapped = false;
+    this.aim = null; // the framing's camera position and target, before following the head
+    this.follow = new THREE.Vector2(); // how far the head has moved from its rest, smoothed
   }
 
   get vrm() {
@@ -91,9 +102,20 @@ export class AvatarScene {
     hands.right.color.copy(swapped ? hands.leftColour : hands.rightColour);
   }
 
-  /** Solid background; what a chroma key in OBS keys out. */
+  /** Solid background (what a chroma key in OBS keys out), or "transparent". */
   setBackground(colour) {
-    this.renderer.setClearColor(new THREE.Color(colour), 1);
+    if (colour === "transparent") this.renderer.setClearColor(0x000000, 0);
+    else this.renderer.setClearColor(new THREE.Color(colour), 1);
+  }
+
+  /** How open the avatar's mouth is as drawn: its "aa" morph's weight (0..1). */
+  mouthOpening() {
+    let found = null;
+    this.vrm?.scene.traverse((object) => {
+      const index = object.morphTargetDictionary?.aa;
+      if (found === null && index !== undefined) found = object.morphTargetInfluences[index];
+    });
+    return found ?? this.vrm?.expressionManager?.getValue("aa") ?? 0;
   }
 
   resize(width, height) {
@@ -154,7 +176,26 @@ export class AvatarScene {
   /** Advances the model (bones, look-at, expressions, spring bones) and draws a frame. */
   render(deltaS) {
     this.vrm?.update(deltaS);
+    this.#followHead(deltaS);
     this.renderer.render(this.scene, this.camera);
+  }
+
+  /**
+   * Face and Upper body framings follow the head (a leaning or stepping person stays in frame):
+   * the camera moves with the head's offset from where it is at rest, smoothed over ~0.2 s.
+   */
+  #followHead(deltaS) {
+    const aim = this.aim;
+    const head = this.vrm?.humanoid.getRawBoneNode("head");
+    if (!aim || !head || !this.metrics) return;
+    const target = new THREE.Vector2();
+    if (this.framing !== "full") {
+      const at = head.getWorldPosition(new THREE.Vector3());
+      target.set(at.x - this.metrics.headX, at.y - this.metrics.head);
+    }
+    this.follow.lerp(target, deltaS > 0 ? Math.min(1, deltaS * 5) : 1);
+    this.camera.position.set(aim.position.x + this.follow.x, aim.position.y + this.follow.y, aim.position.z);
+    this.camera.lookAt(aim.target.x + this.follow.x, aim.target.y + this.follow.y, aim.target.z);
   }
 
   /**
@@ -198,17 +239,23 @@ export class AvatarScene {
       across = 0.75 * (m.top - m.bottom);
     } else if (this.framing === "face") {
       [bottom, top] = [m.head - 0.55 * headSize, m.top + 0.2 * headSize];
-      across = 1.6 * (top - bottom);
+      across = 1.1 * (top - bottom);
     } else {
+      // Head to hips; in a tall, narrow view (Side by side) the height decides, and arms held
+      // out may leave the picture rather than the whole body shrinking to fit them.
       [bottom, top] = [m.hips - 0.05 * (m.top - m.hips), m.top + 0.08 * (m.top - m.hips)];
-      across = 1.25 * (top - bottom);
+      across = 0.75 * (top - bottom);
     }
     const tanV = Math.tan(THREE.MathUtils.degToRad(FOV_DEG / 2));
     const distance = Math.max((top - bottom) / 2 / tanV, across / 2 / (tanV * aspect));
     const centreY = (top + bottom) / 2;
     this.camera.aspect = aspect;
-    this.camera.position.set(m.centreX, centreY, m.front + distance);
-    this.camera.lookAt(m.centreX, centreY, m.front);
+    this.aim = {
+      position: new THREE.Vector3(m.centreX, centreY, m.front + distance),
+      target: new THREE.Vector3(m.centreX, centreY, m.front),
+    };
+    this.camera.position.copy(this.aim.position).add(new THREE.Vector3(this.follow.x, this.follow.y, 0));
+    this.camera.lookAt(this.aim.target.clone().add(new THREE.Vector3(this.follow.x, this.follow.y, 0)));
     this.camera.near = Math.max(0.01, distance / 20);
     this.camera.far = distance * 10 + 10;
     this.camera.updateProjectionMatrix();
@@ -252,6 +299,7 @@ function measure(vrm) {
   const top = Number.isFinite(box.max.y) ? box.max.y : 1.7;
   const head = y("head", bottom + 0.87 * (top - bottom));
   return {
+    headX: vrm.humanoid.getRawBoneNode("head")?.getWorldPosition(new THREE.Vector3()).x ?? 0,
     bottom,
     top: Math.max(top, head + 0.1),
     head,

@@ -2,11 +2,14 @@
 //
 // The view is off by default; three.js and three-vrm load only when it is first shown. While it
 // is shown the page asks the server for the rig (`"rig": true` in its hello, or a `configure`
-// on the live session). Each result's rig goes through avatar-rig.js (names, frames, mirror,
-// held hands) into a PoseTrack, and every animation frame draws the interpolated pose.
+// on the live session). Each result's rig goes through avatar-rig.js (names, frames, mirror)
+// into a PoseTrack, and every animation frame draws the interpolated pose. When results stop
+// (the stream stopped, the connection dropped, the producer stalled) the avatar eases to the
+// rig's neutral pose and the view says tracking is lost.
 
-import { HandHold, mapRig, PoseTrack } from "./avatar-rig.js";
+import { isTracking, mapRig, neutralRig, PoseTrack } from "./avatar-rig.js";
 import { Hud } from "./hud.js";
+import { forgetVrm, rememberedVrm, rememberVrm } from "./vrm-store.js";
 import { RateMeter } from "./metrics.js";
 
 export const VIEWS = Object.freeze(["skeleton", "both", "avatar"]);
@@ -23,6 +26,10 @@ const MAX_FILE_BYTES = 256 * 1024 * 1024;
 const SETTINGS_KEY = "holistream.avatar";
 // How long the scene keeps drawing after the last change (spring bones settle meanwhile).
 const AWAKE_MS = 2500;
+// No result for this long while streaming: tracking is lost; the ease to neutral takes FADE_MS.
+const LOST_MS = 1000;
+const FADE_MS = 500;
+const LEGS = Object.freeze(["auto", "seated", "standing"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,9 +43,10 @@ export class AvatarPanel {
   #hook = null;
 
   /**
-   * @param {{mirror: boolean, onRigWanted: (on: boolean) => void, params?: URLSearchParams}} options
+   * @param {{mirror: boolean, onRigWanted: (rig: false | object) => void, onRecenter?: () => boolean,
+   *          params?: URLSearchParams}} options
    */
-  constructor({ mirror, onRigWanted, params = new URLSearchParams() }) {
+  constructor({ mirror, onRigWanted, onRecenter = () => false, params = new URLSearchParams() }) {
     this.ui = {
       stage: $("stage"),
       viewport: $("avatar-viewport"),
@@ -54,10 +62,15 @@ export class AvatarPanel {
       file: $("avatar-file"),
       mannequin: $("avatar-mannequin"),
       modelName: $("avatar-model"),
+      tracking: $("avatar-tracking"),
+      recenter: $("avatar-recenter"),
+      legs: $("avatar-legs"),
     };
     this.onRigWanted = onRigWanted;
+    this.onRecenter = onRecenter;
     this.mirror = mirror;
-    this.settings = { view: "skeleton", framing: "upper", background: "studio", colour: "#00ff00", ...readSettings() };
+    this.settings = { view: "skeleton", framing: "upper", background: "studio", colour: "#00ff00", legs: "auto", ...readSettings() };
+    if (!LEGS.includes(this.settings.legs)) this.settings.legs = "auto";
     // Address parameters choose without being remembered: ?view=avatar&framing=full&bg=green
     if (VIEWS.includes(params.get("view"))) this.settings.view = params.get("view");
     if (FRAMINGS.includes(params.get("framing"))) this.settings.framing = params.get("framing");
@@ -68,13 +81,14 @@ export class AvatarPanel {
 
     this.hud = new Hud(this.ui.hud);
     this.track = new PoseTrack();
-    this.hold = new HandHold();
+    /** {state: "idle" | "tracking" | "nobody" | "lost", text} */
+    this.tracking = { state: "idle", text: "" };
+    this.mouthLog = null; // [{t, rendered, server, lipGap}] while recording
     this.rigRate = new RateMeter(2000);
     this.rigSolveMs = null;
     this.rigResults = 0;
     /** @type {{frame: number, rig: object, receivedAt: number} | null} */
     this.lastRig = null;
-    this.held = [];
     this.model = null; // {title, vrmVersion, source, fileName}
     this.message = null; // {level, text}
     this.webgl2 = null;
@@ -82,6 +96,7 @@ export class AvatarPanel {
 
     this.#initControls();
     this.#applyView();
+    setInterval(() => this.#watch(), 200);
   }
 
   /** True while the avatar is shown: the server should send the rig. */
@@ -114,15 +129,73 @@ export class AvatarPanel {
     if (typeof rig.solve_ms === "number") {
       this.rigSolveMs = this.rigSolveMs === null ? rig.solve_ms : 0.8 * this.rigSolveMs + 0.2 * rig.solve_ms;
     }
-    this.lastRig = { frame: result.frame, rig, receivedAt };
+    this.lastRig = { frame: result.frame, rig, receivedAt, lipGap: lipGap(result.face) };
     this.#pushRig(rig, receivedAt);
+    if (isTracking(rig)) this.#setTracking("tracking", "");
+    else this.#setTracking("nobody", "No one in view: the avatar rests");
   }
 
-  /** The stream stopped: the rates start over; the avatar keeps its last pose. */
+  /** The stream stopped: the rates start over; the avatar eases to its neutral pose. */
   onStop() {
     this.rigRate.reset();
     this.rigSolveMs = null;
-    this.hold.reset();
+    this.#lose("The stream stopped: the avatar rests");
+  }
+
+  /** Take the current pose as neutral (head straight ahead, position centred). */
+  recenter() {
+    const sent = this.onRecenter();
+    this.#flash(sent ? "Re-centred: this pose is now straight ahead" : "Start the camera to re-centre");
+    return sent;
+  }
+
+  /** What unseen legs do: "auto", "seated" or "standing" (asked of the server's rig). */
+  setLegs(legs) {
+    if (!LEGS.includes(legs) || legs === this.settings.legs) return;
+    this.settings.legs = legs;
+    this.#save();
+    if (this.ui.legs) this.ui.legs.value = legs;
+    this.onRigWanted(this.#rigOptions());
+  }
+
+  #rigOptions() {
+    return this.wantsRig ? { legs: this.settings.legs } : false;
+  }
+
+  /** Results stopped coming while they were: tracking is lost. */
+  #watch() {
+    const last = this.lastRig;
+    if (!last || this.tracking.state === "lost" || this.tracking.state === "idle") return;
+    if (performance.now() - last.receivedAt > LOST_MS) this.#lose("Tracking lost: no results for a second");
+  }
+
+  /** Eases the avatar to the rig's neutral pose (arms down, neutral face) and says why. */
+  #lose(text) {
+    if (this.tracking.state === "lost" || !this.lastRig) return;
+    this.#setTracking("lost", text);
+    if (!this.#scene?.model) return;
+    this.track.fade(this.#map(neutralRig(this.lastRig.rig)), FADE_MS);
+    this.#wake(FADE_MS + 500);
+  }
+
+  #setTracking(state, text) {
+    this.tracking = { state, text };
+    const el = this.ui.tracking;
+    if (!el) return;
+    el.hidden = !text;
+    el.dataset.state = state;
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  #flash(text) {
+    const el = this.ui.tracking;
+    if (!el) return;
+    const before = { ...this.tracking };
+    this.#setTracking(before.state, text);
+    clearTimeout(this.flashTimer);
+    this.flashTimer = setTimeout(() => {
+      if (this.ui.tracking.textContent === text) this.#setTracking(this.tracking.state, before.text);
+    }, 2500);
   }
 
   /** The avatar's part of the HUD. */
@@ -146,13 +219,17 @@ export class AvatarPanel {
       this.#showMessage("error", `${file.name} is ${Math.round(file.size / 2 ** 20)} MB: too big for a VRM avatar here.`);
       return;
     }
-    await this.#loadModel(
-      async (loader) => loader.parseVrm(await file.arrayBuffer(), file.name),
+    let bytes = null;
+    const loaded = await this.#loadModel(
+      async (loader) => loader.parseVrm((bytes = await file.arrayBuffer()), file.name),
       { source: "file", fileName: file.name },
     );
+    // Remembered for the OBS view (web/obs.html) in this browser; never uploaded.
+    if (loaded && bytes) rememberVrm(file.name, bytes).catch(() => {});
   }
 
-  loadMannequin({ keepMessage = false } = {}) {
+  loadMannequin({ keepMessage = false, forget = true } = {}) {
+    if (forget) forgetVrm().catch(() => {});
     return this.#loadModel((loader) => loader.fetchVrm(MANNEQUIN_URL), {
       source: "mannequin",
       fileName: "mannequin.vrm",
@@ -164,7 +241,17 @@ export class AvatarPanel {
 
   /** Loads three.js and the mannequin the first time the avatar is shown. */
   #start() {
-    this.#starting ??= this.#createScene().then(() => this.loadMannequin());
+    this.#starting ??= this.#createScene().then(async () => {
+      const kept = await rememberedVrm();
+      if (kept) {
+        const ok = await this.#loadModel((loader) => loader.parseVrm(kept.bytes, kept.name), {
+          source: "file",
+          fileName: kept.name,
+        });
+        if (ok) return;
+      }
+      await this.loadMannequin({ forget: false });
+    });
     this.#starting.catch((error) => console.warn("avatar view:", error));
     return this.#starting;
   }
@@ -223,9 +310,10 @@ export class AvatarPanel {
       this.ui.modelName.textContent = `${loaded.title} · VRM ${loaded.version}`;
       this.ui.mannequin.disabled = info.source === "mannequin";
       // The new model takes the current pose at once.
-      if (this.lastRig) this.track.snap(this.#map(this.lastRig.rig, performance.now()));
+      if (this.lastRig) this.track.snap(this.#map(this.lastRig.rig));
       else this.track.reset();
       this.#wake();
+      return true;
     } catch (error) {
       if (seq !== this.#loadSeq) return;
       const text =
@@ -234,16 +322,14 @@ export class AvatarPanel {
       this.#showMessage("error", text + kept);
       if (this.#scene?.model) return;
       this.#setStatus("No avatar loaded.");
-      if (info.source !== "mannequin") this.loadMannequin({ keepMessage: true }); // something to show
+      if (info.source !== "mannequin") this.loadMannequin({ keepMessage: true, forget: false }); // something to show
     } finally {
       if (this.ui.file) this.ui.file.value = "";
     }
   }
 
-  #map(rig, now) {
-    const { rig: kept, held } = this.hold.apply(rig, now);
-    this.held = held;
-    return mapRig(kept, {
+  #map(rig) {
+    return mapRig(rig, {
       mirror: this.mirror,
       vrmVersion: this.model?.vrmVersion ?? "1.0",
       has: (bone) => this.#scene?.hasBone(bone) ?? true,
@@ -252,7 +338,7 @@ export class AvatarPanel {
 
   #pushRig(rig, now) {
     if (!this.#scene?.model) return; // applied when the model is in
-    this.track.push(this.#map(rig, now), now);
+    this.track.push(this.#map(rig), now);
     this.#wake();
   }
 
@@ -269,6 +355,14 @@ export class AvatarPanel {
     this.#scene.applyPose(this.track.sample(now));
     this.#scene.render(deltaS);
     this.framesDrawn++;
+    if (this.mouthLog && this.lastRig) {
+      this.mouthLog.push({
+        t: now,
+        rendered: this.#scene.mouthOpening(),
+        server: this.lastRig.rig.expressions?.A ?? 0,
+        lipGap: this.lastRig.lipGap,
+      });
+    }
   };
 
   #resize() {
@@ -283,7 +377,7 @@ export class AvatarPanel {
     this.ui.stage.dataset.view = view;
     this.ui.viewport.hidden = view === "skeleton";
     for (const radio of document.querySelectorAll('input[name="view"]')) radio.checked = radio.value === view;
-    this.onRigWanted(this.wantsRig);
+    this.onRigWanted(this.#rigOptions());
     if (view === "skeleton") {
       this.#scene?.renderer.setAnimationLoop(null);
       return;
@@ -321,9 +415,9 @@ export class AvatarPanel {
   }
 
   #save() {
-    const { view, framing, background, colour } = this.settings;
+    const { view, framing, background, colour, legs } = this.settings;
     try {
-      localStorage.setItem(SETTINGS_KEY, JSON.stringify({ view, framing, background, colour }));
+      localStorage.setItem(SETTINGS_KEY, JSON.stringify({ view, framing, background, colour, legs }));
     } catch {
       // private mode: not remembered
     }
@@ -367,6 +461,11 @@ export class AvatarPanel {
     });
     applyBackground();
 
+    ui.recenter?.addEventListener("click", () => this.recenter());
+    if (ui.legs) {
+      ui.legs.value = settings.legs;
+      ui.legs.addEventListener("change", () => this.setLegs(ui.legs.value));
+    }
     ui.file.addEventListener("change", () => this.loadFile(ui.file.files?.[0]));
     ui.mannequin.addEventListener("click", () => this.loadMannequin());
     ui.messageClose.addEventListener("click", () => this.#hideMessage());
@@ -463,8 +562,26 @@ export class AvatarPanel {
       get framesDrawn() {
         return panel.framesDrawn;
       },
+      /** Hands the page holds in an earlier pose: none (the server's rig does that now). */
       get held() {
-        return [...panel.held];
+        return [];
+      },
+      /** {state: "idle" | "tracking" | "nobody" | "lost", text}: what the view says. */
+      get tracking() {
+        return { ...panel.tracking };
+      },
+      get legs() {
+        return panel.settings.legs;
+      },
+      /** Starts logging, per frame drawn: the avatar's mouth, the server's A and the lip gap. */
+      startMouthLog() {
+        panel.mouthLog = [];
+      },
+      /** Stops logging and returns the log. */
+      stopMouthLog() {
+        const log = panel.mouthLog ?? [];
+        panel.mouthLog = null;
+        return log;
       },
       /**
        * Everything above at one instant: the pose due now is put on the model first (as the
@@ -482,14 +599,14 @@ export class AvatarPanel {
           bones: panel.#scene?.appliedBones() ?? {},
           from: panel.track.from,
           target: panel.track.to,
-          held: [...panel.held],
+          held: [],
           settled: panel.track.settled(now),
         };
       },
       /** Poses the avatar with a rig (server format), at once unless {immediate: false}. */
       applyRig(rig, { immediate = true } = {}) {
         const now = performance.now();
-        const pose = panel.#map(rig, now);
+        const pose = panel.#map(rig);
         if (immediate) panel.track.snap(pose, now);
         else panel.track.push(pose, now);
         panel.#scene?.applyPose(panel.track.sample(now));
@@ -507,6 +624,14 @@ export class AvatarPanel {
     });
     return this.#hook;
   }
+}
+
+/** The lip gap of a result's face mesh (inner lips 13–14 over the face's height 10–152), or null. */
+function lipGap(face) {
+  if (!Array.isArray(face) || face.length < 153 * 3) return null;
+  const d = (a, b) => Math.hypot(face[3 * a] - face[3 * b], face[3 * a + 1] - face[3 * b + 1]);
+  const height = d(10, 152);
+  return height > 0 ? d(13, 14) / height : null;
 }
 
 function readSettings() {

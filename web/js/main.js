@@ -83,7 +83,12 @@ const stream = new FrameStream({
   maxInFlight: settings.inFlight,
 });
 // The avatar view asks for the rig while it is shown (the hello, or a configure on the session).
-const avatar = new AvatarPanel({ mirror: settings.mirror, onRigWanted: (on) => stream.setRig(on), params });
+const avatar = new AvatarPanel({
+  mirror: settings.mirror,
+  onRigWanted: (rig) => stream.setRig(rig),
+  onRecenter: () => stream.configure({ recenter: true }),
+  params,
+});
 const source = new VideoSource(ui.video);
 const encoder = new FrameEncoder();
 const overlay = new SkeletonOverlay(ui.canvas, ui.video);

@@ -33,7 +33,7 @@ export class FrameStream extends EventTarget {
 
   /**
    * @param {{url: string, parts?: string[], fps?: number, minFps?: number, maxInFlight?: number,
-   *          backoffInitialMs?: number, backoffMaxMs?: number, rig?: boolean}} options
+   *          backoffInitialMs?: number, backoffMaxMs?: number, rig?: boolean | object}} options
    */
   constructor({ url, parts, fps = 30, minFps = 10, maxInFlight = 2, backoffInitialMs = 500, backoffMaxMs = 10000, rig = false }) {
     super();
@@ -173,13 +173,19 @@ export class FrameStream extends EventTarget {
     }
   }
 
+  /** `on`: false, true, or the rig's options (`{legs: "seated"}`, docs/protocol.md). */
   setRig(on) {
-    if (this.rig === on) return;
+    if (JSON.stringify(this.rig) === JSON.stringify(on)) return;
     this.rig = on;
+    this.configure({ rig: on });
+  }
+
+  /** Sends a `configure` on a live session (e.g. `{recenter: true}`); false when none is open. */
+  configure(options) {
     // Once open, the hello has gone out (sent on "open"); the server reads messages in order.
-    if (this.socket?.readyState === WebSocket.OPEN) {
-      this.socket.send(JSON.stringify({ type: "configure", rig: on }));
-    }
+    if (this.socket?.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(JSON.stringify({ type: "configure", ...options }));
+    return true;
   }
 
   // --- connection -------------------------------------------------------------------------
@@ -231,7 +237,7 @@ export class FrameStream extends EventTarget {
     socket.addEventListener("open", () => {
       opened = true;
       const hello = helloMessage({ parts: this.parts, fps: this.sessionFps });
-      socket.send(this.rig ? JSON.stringify({ ...JSON.parse(hello), rig: true }) : hello);
+      socket.send(this.rig ? JSON.stringify({ ...JSON.parse(hello), rig: this.rig }) : hello);
     });
     socket.addEventListener("message", (event) => {
       if (this.socket !== socket || typeof event.data !== "string") return;
