@@ -174,3 +174,26 @@ def test_the_documented_rig_block_is_the_solvers() -> None:
     assert len(PARTS) == binary.RIG_CONFIDENCE_COUNT
     size = binary.RIG_HEADER.size + 4 * (len(BONES) * 4 + 3 + 3 + len(EXPRESSIONS) + len(PARTS))
     assert f"the rig block is {size} bytes" in text
+
+
+def test_a_relayed_result_reaches_each_subscriber_in_its_own_layout() -> None:
+    """Results cross instances as HSR2; a 1.0 binary subscriber there still gets HSR1, a JSON
+    one JSON, and an HSR2 one the very bytes."""
+    from server.streams.hub import StreamHub, Subscriber
+
+    pose = protocol.round_landmarks(np.full((33, 5), 0.5, np.float32))
+    pose[31, 1] = 4.25
+    sent = protocol.encode_result_binary(
+        protocol.Result(3, 2, 1.0, 0, 640, 480, "holistic", {"pose": pose})
+    )
+    hub = StreamHub()
+    subs = {fmt: Subscriber("far", fmt) for fmt in ("binary", "binary1", "json")}
+    for sub in subs.values():
+        hub.subscribe(sub)
+    hub.relay_result("far", sent, lambda: b'{"type": "result"}')
+    got = {fmt: sub.pop() for fmt, sub in subs.items()}
+    assert got["binary"] == (True, sent)
+    assert got["json"] == (True, b'{"type": "result"}')
+    legacy = got["binary1"][1]
+    assert isinstance(legacy, bytes) and legacy[:4] == b"HSR1"
+    assert protocol.decode_result_binary(legacy).parts["pose"][31, 1] == np.float32(3.2767)
