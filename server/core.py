@@ -186,7 +186,7 @@ class Core:
         """Would a session fit now? Reserves nothing (that waits for its hello)."""
         if pipeline not in self.models:
             return Decision(False, f"the {pipeline} pipeline has no model on this server")
-        decision, _ = self.admission.check(pipeline, fps)
+        decision = self.admission.check(pipeline, fps)
         if not decision.admitted:
             self.metrics.rejected.labels("capacity").inc()
         return decision
