@@ -127,13 +127,16 @@ def _query(base: str, expr: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
-    """Debian's Prometheus on loopback, with the shipped job (its targets replaced) and rules,
-    scraping and evaluating every second; stopped (SIGKILL at worst) when the block ends."""
+def prometheus(tmp: Path, targets: list[str], token: str) -> Iterator[str]:
+    """Debian's Prometheus on loopback, with the shipped job (its targets replaced, the token in
+    the documented `credentials_file`) and rules, scraping and evaluating every second; stopped
+    (SIGKILL at worst) when the block ends."""
     config = yaml.safe_load(SCRAPE.read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "holistream")
     job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": targets}])
+    (tmp / "holistream-token").write_text(token)
+    job["authorization"] = {"credentials_file": str(tmp / "holistream-token")}
     shutil.copy(RULES, tmp / RULES.name)
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
@@ -164,10 +167,10 @@ def prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
         log.close()
 
 
-async def _stream(url: str, seconds: float) -> int:
+async def _stream(url: str, seconds: float, token: str) -> int:
     """One holistic session sending the fixture photo at 10 fps; returns results received."""
     image = media("messi5.jpg").read_bytes()
-    async with connect(url, fps=10) as client:
+    async with connect(url, fps=10, token=token) as client:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             await client.send_frame(image)
@@ -182,14 +185,18 @@ async def test_prometheus_scrapes_two_instances_and_every_query_returns_series(
     server_factory, tmp_path: Path
 ) -> None:
     flags = ("--workers", "1", "--cpus", "1", "--no-calibrate", "--max-sessions", "4")
-    servers = [server_factory(*flags, name=f"prom-{i}", ready=False) for i in range(2)]
+    # One instance guards /metrics with its token (--token-all): Prometheus sends it.
+    token = "prom-s3cret"
+    servers = [server_factory(*flags, *extra, name=f"prom-{i}", ready=False)
+               for i, extra in enumerate([(), ("--token", token, "--token-all")])]
     for srv in servers:
         await asyncio.to_thread(srv.wait_ready)
     targets = [f"127.0.0.1:{srv.port}" for srv in servers]
     queries = {**rule_expressions(), **dashboard_expressions()}
-    with prometheus(tmp_path, targets) as base:
+    assert servers[1].get("/metrics")[0] == 401  # guarded: no series without the token
+    with prometheus(tmp_path, targets, token) as base:
         # Real sessions on both instances while Prometheus scrapes them.
-        results = await asyncio.gather(*(_stream(f"ws://{t}", 6.0) for t in targets))
+        results = await asyncio.gather(*(_stream(f"ws://{t}", 6.0, token) for t in targets))
         assert all(results), results
         pending = dict(queries)
         failures: dict[str, str] = {}
