@@ -291,6 +291,9 @@ def test_starts_on_a_real_capacity_server_without_refusal_and_shows_the_grant(
     notices = hook(page, ".notices")
     assert not [n for n in notices if "capacity" in str(n)], notices
     assert "disconnected" not in log and "reconnecting" not in log, log
+    # The lite model, chosen in the controls, runs on the same session.
+    page.get_by_label("Tracking model").select_option("lite")
+    wait_until(page, "window.holistream.lastResult?.pipeline === 'holistic_lite'")
 
 
 def test_a_refusal_is_explained_and_the_token_passes_through(

@@ -35,6 +35,7 @@ const ui = {
   inFlight: $("in-flight"),
   fps: $("fps"),
   fpsGranted: $("fps-granted"),
+  model: $("model"),
 };
 
 // --- settings (remembered across visits) -------------------------------------------------
@@ -48,6 +49,7 @@ const settings = {
   quality: 80,
   inFlight: 2,
   fps: 30,
+  model: "full",
   layers: { pose: true, hands: true, face: true },
   ...readSettings(),
 };
@@ -82,6 +84,7 @@ const stream = new FrameStream({
   fps: announcedFps(),
   maxInFlight: settings.inFlight,
 });
+stream.model = settings.model;
 // The avatar view asks for the rig while it is shown (the hello, or a configure on the session).
 const avatar = new AvatarPanel({
   mirror: settings.mirror,
@@ -416,6 +419,12 @@ function initControls() {
     stream.maxInFlight = settings.inFlight;
     saveSettings();
     sendNextFrame();
+  });
+  ui.model.value = settings.model;
+  ui.model.addEventListener("change", () => {
+    settings.model = ui.model.value;
+    stream.setModel(settings.model);
+    saveSettings();
   });
   ui.fps.value = String(settings.fps);
   ui.fps.addEventListener("change", () => {

@@ -34,9 +34,9 @@ export function encodeFrame(frameId, ts, image) {
 
 /**
  * The first message of a session.
- * @param {{parts?: string[], fps?: number, client?: string}} options
+ * @param {{parts?: string[], fps?: number, model?: string, client?: string}} options
  */
-export function helloMessage({ parts = ["face", "hands", "pose"], fps = 30, client = "holistream-web/1.0" } = {}) {
+export function helloMessage({ parts = ["face", "hands", "pose"], fps = 30, model = "full", client = "holistream-web/1.0" } = {}) {
   return JSON.stringify({
     type: "hello",
     protocol: PROTOCOL_VERSION,
@@ -44,6 +44,7 @@ export function helloMessage({ parts = ["face", "hands", "pose"], fps = 30, clie
     world: false,
     format: "json",
     fps,
+    model,
     client,
   });
 }

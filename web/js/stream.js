@@ -45,6 +45,8 @@ export class FrameStream extends EventTarget {
     this.fps = fps;
     /** The rate announced in this session's hello: `fps`, or less while the server is full. */
     this.sessionFps = fps;
+    /** "full" or "lite" (holistic with the lite hand model: cheaper, so a higher grant). */
+    this.model = "full";
     /** The rate the server grants this session now (frames/s), or null before `ready`. */
     this.granted = null;
     this.minFps = minFps;
@@ -173,6 +175,13 @@ export class FrameStream extends EventTarget {
     }
   }
 
+  /** Switch between the full and the lite holistic model (a live session is reconfigured). */
+  setModel(model) {
+    if (this.model === model) return;
+    this.model = model;
+    if (this.session) this.configure({ model });
+  }
+
   /** `on`: false, true, or the rig's options (`{legs: "seated"}`, docs/protocol.md). */
   setRig(on) {
     if (JSON.stringify(this.rig) === JSON.stringify(on)) return;
@@ -236,7 +245,7 @@ export class FrameStream extends EventTarget {
     }, HANDSHAKE_TIMEOUT_MS);
     socket.addEventListener("open", () => {
       opened = true;
-      const hello = helloMessage({ parts: this.parts, fps: this.sessionFps });
+      const hello = helloMessage({ parts: this.parts, fps: this.sessionFps, model: this.model });
       socket.send(this.rig ? JSON.stringify({ ...JSON.parse(hello), rig: this.rig }) : hello);
     });
     socket.addEventListener("message", (event) => {
