@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.protocol_schema import ContractViolation, check_server_message
 from tests.y4m import avi_to_y4m
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -50,14 +51,27 @@ def chromium(camera: Path) -> Iterator[Any]:
 
 @contextmanager
 def page_of(browser: Any, timeout_s: float) -> Iterator[Any]:
-    """A fresh page; an uncaught error in it fails the test that used it."""
+    """A fresh page; an uncaught error in it, or a server message it receives that breaks
+    docs/protocol.schema.json, fails the test that used it."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(timeout_s * 1000)
     errors: list[str] = []
+    violations: list[str] = []
+
+    def check(payload: str | bytes) -> None:
+        try:
+            check_server_message(payload)
+        except ContractViolation as exc:
+            violations.append(str(exc))
+
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("websocket", lambda ws: ws.on("framereceived", check))
     try:
         yield page
     finally:
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not violations, "server messages break the protocol contract:\n" + "\n".join(
+        violations[:5]
+    )
