@@ -114,3 +114,18 @@ def test_probe_paths_exist_on_the_server() -> None:
     for path in ("/healthz", "/readyz", "/metrics"):
         assert f'"{path}"' in app
     assert Path(K8S / "deployment.yaml").read_text().count("/readyz") == 1
+
+
+def test_every_variable_the_deploy_files_set_is_a_setting() -> None:
+    """The image, the stack, the checks and the manifests configure the server only through
+    HOLISTREAM_* variables: each must name a real setting (a renamed flag breaks them silently)."""
+    settings = {f"HOLISTREAM_{n.upper()}" for n in Config.__dataclass_fields__}
+    other = {"HOLISTREAM_NATIVE_LOGS", "HOLISTREAM_WHEEL_DIR"}  # read outside Config
+    used: dict[str, str] = {}
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file():
+            for name in re.findall(r"HOLISTREAM_[A-Z_]+", path.read_text(errors="replace")):
+                used[name] = str(path.relative_to(ROOT))
+    unknown = {n: where for n, where in used.items() if n not in settings | other}
+    assert not unknown, unknown
+    assert {"HOLISTREAM_HOST", "HOLISTREAM_PORT", "HOLISTREAM_CACHE_DIR"} <= set(used)
