@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
 
 from holistream.backoff import Backoff, retry_after
 from holistream.credits import Ledger
@@ -59,7 +59,7 @@ from holistream.protocol import (
     encode_frame,
     parse_message,
 )
-from holistream.transport import Connecting, endpoint, open_socket
+from holistream.transport import RETRYABLE, Connecting, endpoint, first_session, open_socket
 
 __all__ = [
     "Client", "ConfigureRefused", "ErrorMsg", "Grant", "HolistreamError", "Other", "Ready",
@@ -67,7 +67,6 @@ __all__ = [
     "connect", "subscribe",
 ]  # fmt: skip
 Opener = Callable[[], Awaitable[ClientConnection]]
-RETRYABLE = (Rejected, SessionClosed, OSError, TimeoutError, InvalidHandshake)
 
 
 class Client:
@@ -350,32 +349,16 @@ async def _open(
     give_up_after: float,
     **options: Any,
 ) -> Client:
-    """The first session; with `reconnect`, retried with back-off for up to `give_up_after` s."""
-
     async def opener() -> ClientConnection:
         return await open_socket(url, token, open_timeout)
 
-    backoff, deadline = Backoff(), time.monotonic() + give_up_after
-    while True:
-        ws: ClientConnection | None = None
-        try:
-            ws = await opener()
-            client = Client(ws, hello=hello, opener=opener, open_timeout=open_timeout,
-                            reconnect=reconnect, **options)  # fmt: skip
-            await client._start()
-            return client
-        except RETRYABLE as exc:
-            if ws is not None:
-                await ws.close()
-            wait = retry_after(exc) if reconnect else None
-            delay = None if wait is None else backoff.next_delay(wait)
-            if delay is None or time.monotonic() + delay > deadline:
-                raise
-            await asyncio.sleep(delay)
-        except BaseException:
-            if ws is not None:
-                await ws.close()
-            raise
+    async def start(ws: ClientConnection) -> Client:
+        client = Client(ws, hello=hello, opener=opener, open_timeout=open_timeout,
+                        reconnect=reconnect, **options)  # fmt: skip
+        await client._start()
+        return client
+
+    return await first_session(opener, start, retry=reconnect, give_up_after=give_up_after)
 
 
 def connect(

@@ -1,21 +1,29 @@
-"""Opening a connection: endpoint URLs, HTTP refusals as `Rejected`, and what `connect` returns."""
+"""Opening a connection: endpoint URLs, HTTP refusals as `Rejected`, the first session (retried
+with back-off when asked), and what `connect` returns."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Generator, Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from holistream.messages import Rejected
+from holistream.backoff import Backoff, retry_after
+from holistream.messages import Rejected, SessionClosed
 
 if TYPE_CHECKING:
     from holistream.client import Client
+
+T = TypeVar("T")
+# What a new attempt may cure: a refusal with Retry-After, a session closed early, the network.
+RETRYABLE = (Rejected, SessionClosed, OSError, TimeoutError, InvalidHandshake)
 
 
 def endpoint(url: str, path: str, query: Mapping[str, str | None]) -> str:
@@ -68,3 +76,32 @@ async def open_socket(url: str, token: str | None, open_timeout: float) -> Clien
         )
     except InvalidStatus as exc:
         raise rejected(exc) from None
+
+
+async def first_session(
+    opener: Callable[[], Awaitable[ClientConnection]],
+    start: Callable[[ClientConnection], Awaitable[T]],
+    *,
+    retry: bool,
+    give_up_after: float,
+) -> T:
+    """`start` a session on a new connection; with `retry`, failures worth retrying are tried
+    again with back-off (at least Retry-After) for up to `give_up_after` seconds."""
+    backoff, deadline = Backoff(), time.monotonic() + give_up_after
+    while True:
+        ws: ClientConnection | None = None
+        try:
+            ws = await opener()
+            return await start(ws)
+        except RETRYABLE as exc:
+            if ws is not None:
+                await ws.close()
+            wait = retry_after(exc) if retry else None
+            delay = None if wait is None else backoff.next_delay(wait)
+            if delay is None or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+        except BaseException:
+            if ws is not None:
+                await ws.close()
+            raise
