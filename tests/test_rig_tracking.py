@@ -75,12 +75,12 @@ def test_a_one_result_flip_is_ignored_and_a_lasting_move_is_followed() -> None:
     flipped = with_hand(tracked(), roll_deg=160.0, curl_deg=20.0)
     rigs = [seen] * 8 + [flipped] + [seen] * 4
     out = run(MotionGate(), rigs, 30.0)
-    assert deg(out[8:], seen.bones).max() < 1e-6  # the flip never shows
+    assert deg(out[8:, HAND], seen.bones[HAND]).max() < 1e-6  # the flip never shows
     moved = with_hand(tracked(), roll_deg=80.0, curl_deg=20.0)
     out = run(MotionGate(), [seen] * 8 + [moved] * 30, 30.0)
-    assert deg(out[9], seen.bones).max() < 1e-6  # doubted while fewer than 3 results agree
-    assert deg(out[-1], moved.bones).max() < 1e-6  # then believed and reached
-    assert deg(out[1:], out[:-1]).max() <= 300.0 / 30.0 + 1e-6  # at 300°/s
+    assert deg(out[9, HAND], seen.bones[HAND]).max() < 1e-6  # doubted: < 3 results agree
+    assert deg(out[-1, HAND], moved.bones[HAND]).max() < 1e-6  # then believed and reached
+    assert deg(out[9:, HAND], out[8:-1, HAND]).max() <= 300.0 / 30.0 + 1e-6  # at 300°/s
 
 
 def test_legs_rest_seated_or_standing() -> None:

@@ -24,11 +24,14 @@ the back: ~150° of roll about the forearm), or flips a finger's last joint. Onc
 been tracked for `confirm` results in a row, a bone whose new rotation is more than `jump_deg`
 from its last believed one keeps that (a hand whose Hand bone does so keeps all its bones); only
 when `confirm` results in a row agree on where it went is it believed (a real, fast move), and
-then reached at `confirmed_speed_deg` a second.
+then reached at `confirmed_speed_deg` a second. A part seen for the first time (a leg that
+comes into view) eases in at that speed too.
 
 Legs at rest: "standing" (straight down, the T-pose's legs) or "seated" (thighs forward, shins
 down); "auto" sits when neither leg is seen (a webcam close-up at a desk: the solver then keeps
-the hips at rest too) and stands otherwise.
+the hips at rest too) and stands otherwise. A leg counts as seen once it has been for
+`leg_confirm` results in a row (its visibility hovering at the limit must not flip the legs
+between seated and tracked; MediaPipe's first frames guess the most).
 
 Pure and per session; time is the frames' own timestamps (seconds); one step covers at most
 max_step_s, so a pose still eases over after a pause in the stream.
@@ -132,6 +135,7 @@ _GROUPS: tuple[tuple[str, npt.NDArray[np.intp]], ...] = (
 )
 
 
+_LEGS = ("left_leg", "right_leg")
 _CHECKED = frozenset(name for name, _ in _GROUPS if name != "face")
 
 
@@ -144,6 +148,7 @@ class _Group:
     blending: bool = False
     fast: bool = False  # a confirmed jump: blend at confirmed_speed
     streak: int = 0  # results tracked in a row from the same source
+    raw_streak: int = 0  # results in a row with the part's confidence > 0 (legs)
     suspect: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     candidate: F64 = field(default_factory=lambda: np.zeros((0, 4)))  # where a jump went
 
@@ -165,6 +170,7 @@ class MotionGate:
         confirm: int = 3,
         confirmed_speed_deg: float = 300.0,
         max_step_s: float = 0.1,
+        leg_confirm: int = 5,
     ) -> None:
         if legs not in LEGS_MODES:
             raise ValueError(f"legs must be one of {LEGS_MODES}")
@@ -179,6 +185,7 @@ class MotionGate:
         self.confirm = confirm
         self.confirmed_speed = math.radians(confirmed_speed_deg)
         self.max_step_s = max_step_s
+        self.leg_confirm = leg_confirm
         self._rest = {False: rest_bones(False), True: rest_bones(True)}
         self.reset()
 
@@ -187,14 +194,21 @@ class MotionGate:
         self._t: float | None = None
         self.seated = self.legs == "seated"
         self._seated_shown = self.seated
+        self._decided = False  # has a body been found yet ("auto" legs)
 
     def update(self, rig: Rig, t: float) -> Rig:
         """The rig to show for a frame at time t (seconds); `rig` is left untouched."""
         conf = rig.confidence
+        for leg in _LEGS:  # legs seen only now and then (visibility near the limit) are not
+            g = self._groups[leg]
+            g.raw_streak = g.raw_streak + 1 if conf[PART_INDEX[leg]] > 0.0 else 0
         if self.legs != "auto":
             self.seated = self.legs == "seated"
         elif conf[PART_INDEX["body"]] > 0.0:  # no pose: keep what the last one said
-            self.seated = max(conf[PART_INDEX["left_leg"]], conf[PART_INDEX["right_leg"]]) <= 0.0
+            self.seated = all(self._source(leg, conf) is None for leg in _LEGS)
+            if not self._decided:  # the first body found decides at once: nothing to ease from
+                self._decided = True
+                self._seated_shown = self.seated
         rest_changed = self.seated != self._seated_shown
         self._seated_shown = self.seated
         gap = self._t is not None and not 0.0 <= t - self._t <= self.max_gap
@@ -206,6 +220,7 @@ class MotionGate:
         for name, rows in _GROUPS:
             g = self._groups[name]
             src = self._source(name, conf)
+            first = src is not None and not g.last  # tracked for the first time
             values = self._values(name, rows, rig)
             if src is not None:
                 g.streak = g.streak + 1 if src == g.mode and not gap else 1
@@ -220,7 +235,7 @@ class MotionGate:
             if not g.out:  # the first frame: shown as it is
                 g.blending = False
             elif mode != g.mode or (mode == "rest" and rest_changed):
-                g.blending, g.fast = True, False
+                g.blending, g.fast = True, first  # a first sighting eases in fast
             g.mode = mode
             if g.blending:
                 speed = self.confirmed_speed if g.fast else self.max_speed
@@ -270,6 +285,10 @@ class MotionGate:
         c = conf[PART_INDEX[name]]
         if name.endswith("_arm"):
             return name if c >= self.arm_min else None
+        if name in _LEGS:  # a leg is believed after leg_confirm results seen in a row
+            g = self._groups[name]
+            seen = c > 0.0 and (g.mode == name or g.raw_streak >= self.leg_confirm)
+            return name if seen else None
         return name if c > 0.0 else None
 
     @staticmethod
