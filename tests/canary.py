@@ -1,16 +1,20 @@
 """A well-behaved session that streams throughout a hostile test: what the others must not hurt.
 
-It runs in its own thread and event loop, sends a face-only frame at a steady rate and records
-when each result arrives, so a stall caused by anything else on the server shows as a gap.
+It runs in a process of its own (so the test's own work cannot delay it through the GIL), sends a
+face-only frame at a steady rate and records when each result arrives, so a stall caused by
+anything else on the server shows as a gap. time.monotonic() is the system's monotonic clock, so
+its times compare with the test process's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import threading
+import multiprocessing
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -27,50 +31,79 @@ class Canary:
     arrivals: list[float] = field(default_factory=list)
     problems: list[Any] = field(default_factory=list)  # errors, warnings, an early close
     sent: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _ready: threading.Event = field(default_factory=threading.Event)
+    _process: Any = None
+    _pipe: Connection | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_main, args=(theirs, self.url, self.image, self.fps), daemon=True
+        )
+        self._process.start()
+        self._pipe = ours
+        if not ours.poll(timeout) or ours.recv() != "streaming":
+            self.stop()
             raise TimeoutError(f"the canary got no result: {self.problems}")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15)
+        """Stop streaming and collect what the canary saw (idempotent)."""
+        if self._pipe is not None and self._process is not None and self._process.is_alive():
+            self._pipe.send("stop")
+            if self._pipe.poll(20):
+                self.arrivals, self.problems, self.sent = self._pipe.recv()
+        if self._process is not None:
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
 
-    def max_gap(self, since: float = 0.0) -> float:
-        """The longest wait between two results (seconds), counting only results after `since`."""
-        times = [t for t in self.arrivals if t >= since]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    def max_gap(self) -> float:
+        """The longest wait between two results (seconds)."""
+        return max((b - a for a, b in itertools.pairwise(self.arrivals)), default=0.0)
 
-    async def _run(self) -> None:
-        try:
-            async with websockets.connect(self.url, max_size=None, open_timeout=20) as ws:
-                hello = {"type": "hello", "protocol": 1, "parts": ["face"], "fps": self.fps}
-                await ws.send(orjson.dumps(hello).decode())
-                reader = asyncio.create_task(self._read(ws))
-                period = 1.0 / self.fps
-                while not self._stop.is_set() and not reader.done():
-                    ts = time.perf_counter() * 1000
-                    await ws.send(protocol.encode_frame(self.sent, ts, self.image))
-                    self.sent += 1
-                    await asyncio.sleep(period)
-                reader.cancel()
-        except Exception as exc:  # recorded: the test asserts there were none
-            self.problems.append(repr(exc))
-            self._ready.set()
+    def max_gap_start(self) -> float:
+        """When the longest gap began (monotonic), to tell what was going on then."""
+        pairs = list(itertools.pairwise(self.arrivals))
+        return max(pairs, key=lambda p: p[1] - p[0])[0] if pairs else 0.0
 
-    async def _read(self, ws: Any) -> None:
+
+def _main(pipe: Connection, url: str, image: bytes, fps: float) -> None:
+    asyncio.run(_stream(pipe, url, image, fps))
+
+
+async def _stream(pipe: Connection, url: str, image: bytes, fps: float) -> None:
+    arrivals: list[float] = []
+    problems: list[Any] = []
+    sent = 0
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pipe.fileno(), stopped.set)
+
+    async def read(ws: Any) -> None:
         async for data in ws:
             msg = orjson.loads(data)
             if msg["type"] == "result":
-                self.arrivals.append(time.monotonic())
-                self._ready.set()
+                if not arrivals:
+                    pipe.send("streaming")
+                arrivals.append(time.monotonic())
             elif msg["type"] in ("error", "warning"):
-                self.problems.append(msg)
-        if not self._stop.is_set():
-            self.problems.append("closed by the server")
+                problems.append(msg)
+        if not stopped.is_set():
+            problems.append("closed by the server")
+
+    try:
+        async with websockets.connect(url, max_size=None, open_timeout=20) as ws:
+            hello = {"type": "hello", "protocol": 1, "parts": ["face"], "fps": fps}
+            await ws.send(orjson.dumps(hello).decode())
+            reader = asyncio.create_task(read(ws))
+            while not stopped.is_set() and not reader.done():
+                await ws.send(protocol.encode_frame(sent, time.perf_counter() * 1000, image))
+                sent += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), 1.0 / fps)
+            reader.cancel()
+    except Exception as exc:  # reported: the test asserts there were none
+        problems.append(repr(exc))
+    await stopped.wait()
+    pipe.recv()
+    pipe.send((arrivals, problems, sent))
