@@ -314,6 +314,8 @@ def books(srv: Server, canary: Canary, stats: dict[str, int], samples: list[dict
             "max": round(max(s["main_mib"] for s in samples), 1),
         },
         "rss_workers_mib_max": round(max(s["workers_mib"] for s in samples), 1),
+        # Main process RSS over the run, one point a minute: flat, or still climbing?
+        "rss_main_mib_per_minute": [round(s["main_mib"], 1) for s in samples[::12]],
         "after": {
             "sessions": ready["sessions"],
             "landmarkers": [w.get("landmarkers") for w in ready["workers"]],
@@ -324,7 +326,7 @@ def books(srv: Server, canary: Canary, stats: dict[str, int], samples: list[dict
         "server_log": {
             "error_handling_request": log.count("Error handling request"),
             "tracebacks": log.count("Traceback"),
-            "hung_workers_replaced": log.count("answered nothing for"),
+            "hung_workers_replaced": log.count("answered nothing and computed nothing"),
         },
     }
 
