@@ -214,7 +214,7 @@ export class PoseTrack {
     if (this.lastPushAt !== null) {
       const gap = now - this.lastPushAt;
       // A pause (stream stopped, tab hidden) says nothing about the result rate.
-      if (gap < 1000) this.intervalMs = 0.7 * this.intervalMs + 0.3 * gap;
+      if (gap < 1500) this.intervalMs = 0.7 * this.intervalMs + 0.3 * gap;
     }
     this.lastPushAt = now;
     this.#moveTo(target, now, Math.min(this.maxMs, Math.max(this.minMs, this.intervalMs)), false);

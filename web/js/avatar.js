@@ -166,7 +166,9 @@ export class AvatarPanel {
   #watch() {
     const last = this.lastRig;
     if (!last || this.tracking.state === "lost" || this.tracking.state === "idle") return;
-    if (performance.now() - last.receivedAt > LOST_MS) this.#lose("Tracking lost: no results for a second");
+    // A slow stream (a busy server, a phone) is not a lost one: wait for a few of its intervals.
+    const patience = Math.max(LOST_MS, 3 * this.track.intervalMs);
+    if (performance.now() - last.receivedAt > patience) this.#lose("Tracking lost: no results came");
   }
 
   /** Eases the avatar to the rig's neutral pose (arms down, neutral face) and says why. */

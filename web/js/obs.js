@@ -159,7 +159,8 @@ function lose() {
 }
 
 function watch() {
-  if (state.tracking !== "lost" && state.lastRig && performance.now() - state.lastAt > LOST_MS) lose();
+  const patience = Math.max(LOST_MS, 3 * track.intervalMs); // a slow stream is not a lost one
+  if (state.tracking !== "lost" && state.lastRig && performance.now() - state.lastAt > patience) lose();
 }
 
 let lastDraw = null;
