@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class Core:
             Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
             max_frame_age_s=config.max_frame_age_ms / 1000,
             rig_options=self._rig_options,
-            cost=lambda s: 1.0,  # placement is admission's (by grants); this only breaks ties
+            loads=self.admission.worker_loads,
             worker_timeout_s=config.worker_timeout_s,
         )
         self.metrics = Metrics(
@@ -219,9 +220,17 @@ class Core:
                 self.metrics.cost_ms.labels(name).set(self.admission.costs[name].ms_per_frame)
 
     # -- sessions --------------------------------------------------------------------------
+    def new_session(
+        self, *, peer: str, stream: str | None, wake: Callable[[], None] = lambda: None
+    ) -> Session:
+        """A session whose dropped frames count in the metrics; `wake` wakes its sender."""
+        return Session(peer=peer, stream=stream, wake=wake, on_drop=self._count_drop)
+
+    def _count_drop(self, reason: str) -> None:
+        self.metrics.frames_dropped.labels(reason).inc()
+
     def add(self, session: Session) -> None:
         self.sessions[session.id] = session
-        session.slot.on_drop = lambda reason: self.metrics.frames_dropped.labels(reason).inc()
         self.metrics.sessions.labels(session.pipeline).inc()
 
     async def open(self, session: Session) -> float:
@@ -254,10 +263,8 @@ class Core:
         if not decision.admitted:
             return decision
         self.metrics.sessions.labels(session.pipeline).dec()
-        session.slot.clear("superseded")
+        session.switch(hello)
         self.pool.close(session)
-        session.configure(hello)
-        session.switches += 1
         self.metrics.sessions.labels(session.pipeline).inc()
         await self.pool.open(session, decision.worker)
         self.regrant(recompute=False, configured=session)
@@ -337,10 +344,9 @@ class Core:
         return local if self.relay is None else await self.relay.list_streams(local)
 
     def refuse_frame(self, session: Session, code: str, message: str, frame: int | None) -> None:
-        session.slot.received += 1
         self.metrics.frames_received.inc()
         self.metrics.frame_errors.labels(code).inc()
-        session.error(code, message, frame=frame, refused=True)
+        session.refuse(code, message, frame)
 
     # -- worker callbacks ------------------------------------------------------------------
     def _on_result(
@@ -366,6 +372,8 @@ class Core:
         # What this frame really cost its worker prices the session's grant from now on.
         wall_ms = result.decode_ms + result.inference_ms
         self.admission.observe(session.id, result.cpu_s * 1000, wall_ms)
+        if session.stream is not None:
+            self.hub.fan_out(session, out)
         self.metrics.frames_processed.inc()
         self.metrics.inference.labels(result.pipeline).observe(result.inference_ms / 1000)
         self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)
@@ -411,4 +419,4 @@ class Core:
                 if session.live:
                     session.send_control(protocol.dumps(session.stats(now)))
             for sub in self.hub.stalled(now, self.config.subscriber_stall_s):
-                sub.on_stall()
+                sub.stall()

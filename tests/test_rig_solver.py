@@ -189,14 +189,16 @@ def test_rig_serialisation_roundtrip() -> None:
     arrays = rig.to_arrays()
     assert arrays.bones.dtype == np.float32 and arrays.bones.shape == (47, 4)
     assert arrays.expressions.shape == (11,) and arrays.confidence.shape == (8,)
-    back = Rig.from_arrays(*arrays)
+    back = Rig.from_arrays(arrays.bones, arrays.expressions, arrays.confidence, arrays.hips,
+                           arrays.head)
     np.testing.assert_allclose(back.bones, rig.bones, atol=1e-6)
     np.testing.assert_allclose(back.confidence, rig.confidence, atol=1e-6)
     js = rig.to_json()
     assert list(js["bones"]) == list(BONES) and list(js["expressions"]) == list(EXPRESSIONS)
     assert all(len(v) == 4 and all(round(c, 5) == c for c in v) for v in js["bones"].values())
     with pytest.raises(ValueError):
-        Rig.from_arrays(arrays.bones[:10], *arrays[1:])
+        Rig.from_arrays(arrays.bones[:10], arrays.expressions, arrays.confidence, arrays.hips,
+                        arrays.head)
 
 
 # ---------------------------------------------------------------- body

@@ -17,6 +17,7 @@ from server.sessions.admission import AdmissionPolicy, Budget, PipelineCost
 from server.sessions.frame_slot import FrameSlot, Pending
 from server.sessions.outbox import Outbox
 from server.sessions.session import FramePayload, Session
+from server.workers.clock import MediaPipeClock
 from server.workers.imaging import ImageError, decode_rgb
 from server.workers.scheduler import FairScheduler
 
@@ -245,11 +246,11 @@ def test_session_carries_backpressure_drops_into_next_result() -> None:
 
 
 def test_mp_timestamps_strictly_increase_whatever_the_client_sends() -> None:
-    session = Session(peer="test", stream=None)
-    stamps = [session.mp_timestamp(ts) for ts in (1000.0, 1033.3, 1033.3, 900.0, 1100.0)]
+    clock = MediaPipeClock()
+    stamps = [clock.stamp(ts) for ts in (1000.0, 1033.3, 1033.3, 900.0, 1100.0)]
     assert stamps == [0, 33, 34, 35, 100]
     # Leaps count as MAX_MP_STEP_MS and re-anchor; nothing a client sends leaves int64 range.
-    leaps = [session.mp_timestamp(ts) for ts in (1e16, 1e16 + 40, 1e300, -1e300, -1.7e308, 3.0)]
+    leaps = [clock.stamp(ts) for ts in (1e16, 1e16 + 40, 1e300, -1e300, -1.7e308, 3.0)]
     assert leaps == [5100, 5140, 10140, 10141, 10142, 10143]
 
 

@@ -53,16 +53,16 @@ async def subscriber(request: web.Request) -> web.StreamResponse:
         return ws
     if hello is None:
         return ws
+    wake = asyncio.Event()
     sub = Subscriber(
         name,
         hello.wire_format,
         hello.rig is not None,
         rig_options=hello.rig,
         capacity=cfg.subscriber_buffer,
+        wake=wake.set,
+        on_stall=lambda: _stall_close(ws, sub, request.transport),
     )
-    wake = asyncio.Event()
-    sub.wake = wake.set
-    sub.on_stall = lambda: _stall_close(ws, sub, request.transport)
     request.app[SOCKETS].add(ws)
     peer = client_ip(request)
     core.limits.opened(peer)
@@ -114,7 +114,6 @@ _closing: set[asyncio.Task[None]] = set()
 def _stall_close(
     ws: web.WebSocketResponse, sub: Subscriber, transport: asyncio.Transport | None
 ) -> None:
-    sub.on_stall = lambda: None
     task = asyncio.create_task(
         close_with_error(
             ws,

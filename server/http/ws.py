@@ -130,7 +130,8 @@ async def producer(request: web.Request) -> web.StreamResponse:
             raise ProtocolError("bad_request", "'model' must be 'full' or 'lite'")
     except ProtocolError as exc:
         return http_error(400, "bad_request", str(exc))
-    session = Session(peer=client_ip(request), stream=stream)
+    wake = asyncio.Event()
+    session = core.new_session(peer=client_ip(request), stream=stream, wake=wake.set)
     # Refused now if it could not fit, but nothing is reserved until a valid hello.
     decision = core.would_admit(protocol.pipeline_for(parts, model), fps)
     if not decision.admitted:
@@ -138,8 +139,6 @@ async def producer(request: web.Request) -> web.StreamResponse:
             503, "server_full", decision.reason, headers={"Retry-After": str(cfg.retry_after_s)}
         )
     ws = await open_socket(request, cfg, cfg.max_message_bytes)
-    wake = asyncio.Event()
-    session.wake = wake.set
     sender = asyncio.create_task(_send_loop(ws, session, wake), name=f"send-{session.id[:8]}")
     request.app[SOCKETS].add(ws)
     core.limits.opened(session.peer)
@@ -263,8 +262,7 @@ async def _on_hello(
     if session.stream is not None and not core.publish(session):
         await close_with_error(ws, POLICY, "stream_taken", f"stream {session.stream!r} is taken")
         return None
-    session.send_control(protocol.dumps(_ready(core, session)))
-    session.live = True
+    session.go_live(protocol.dumps(_ready(core, session)))
     return True
 
 

@@ -107,11 +107,4 @@ class RigSession:
         arrays = rig.to_arrays()
         as_json = rig.to_json()
         as_json["solve_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        return as_json, RigArrays(
-            bones=arrays.bones,
-            hips=arrays.hips,
-            head=arrays.head,
-            expressions=arrays.expressions,
-            confidence=arrays.confidence,
-        )
-
+        return as_json, arrays

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from holistream.protocol import RigArrays
 from server.rig import quat
 
 F64 = npt.NDArray[np.float64]
@@ -165,16 +166,6 @@ def _rest_frames() -> tuple[F64, F64]:
 REST_PRIMARY, REST_SECONDARY = _rest_frames()
 
 
-class RigArrays(NamedTuple):
-    """Fixed-order float32 arrays of one Rig, for binary encoders."""
-
-    bones: F32  # (len(BONES), 4) x, y, z, w
-    expressions: F32  # (len(EXPRESSIONS),) in [0, 1]
-    confidence: F32  # (len(PARTS),) in [0, 1]
-    hips: F32  # (3,) metres
-    head: F32  # (3,) yaw, pitch, roll degrees
-
-
 @dataclass(slots=True)
 class Rig:
     """One frame's avatar pose, in the conventions of this module's docstring.
@@ -244,12 +235,13 @@ class Rig:
         }
 
     def to_arrays(self) -> RigArrays:
+        """The wire form (holistream.protocol.RigArrays): float32, BONES/EXPRESSIONS/PARTS order."""
         return RigArrays(
-            self.bones.astype(np.float32),
-            self.expressions.astype(np.float32),
-            self.confidence.astype(np.float32),
-            self.hips_position.astype(np.float32),
-            self.head.astype(np.float32),
+            bones=self.bones.astype(np.float32),
+            hips=self.hips_position.astype(np.float32),
+            head=self.head.astype(np.float32),
+            expressions=self.expressions.astype(np.float32),
+            confidence=self.confidence.astype(np.float32),
         )
 
     @classmethod
@@ -261,7 +253,7 @@ class Rig:
         hips: npt.ArrayLike,
         head: npt.ArrayLike,
     ) -> Rig:
-        """Inverse of to_arrays (Rig.from_arrays(*rig.to_arrays())); checks shapes, renormalises."""
+        """Inverse of to_arrays, field by field; checks shapes, renormalises."""
         shapes = {
             "bones": (np.asarray(bones), (len(BONES), 4)),
             "expressions": (np.asarray(expressions), (len(EXPRESSIONS),)),

@@ -21,10 +21,6 @@ from server.sessions.outbox import Outbox
 from server.sessions.pacer import RatePacer
 from server.sessions.stats import RollingMedian, RollingRate
 
-# A pause longer than this counts as this long on MediaPipe's clock (tracking resumes as after
-# a short gap; the client's own `ts` is echoed untouched).
-MAX_MP_STEP_MS = 5_000
-
 
 @dataclass(slots=True)
 class FramePayload:
@@ -53,7 +49,19 @@ class Outgoing:
 
 
 class Session:
-    def __init__(self, *, peer: str, stream: str | None, max_control: int = 64) -> None:
+    """Written only through its methods. Whoever creates it says, once, how to wake its sender
+    (`wake`) and what to tell of each dropped frame (`on_drop`); other layers keep their own
+    records of it (the pool its worker and clock, the hub its stream)."""
+
+    def __init__(
+        self,
+        *,
+        peer: str,
+        stream: str | None,
+        wake: Callable[[], None] = lambda: None,
+        on_drop: Callable[[str], None] | None = None,
+        max_control: int = 64,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.peer = peer
         self.stream = stream
@@ -61,16 +69,13 @@ class Session:
         self.live = False  # `ready` was sent: from now on stats flow
         self.pipeline = ""
         self.wanted: tuple[str, ...] = ()
-        self.slot: FrameSlot[FramePayload] = FrameSlot()
+        self.slot: FrameSlot[FramePayload] = FrameSlot(on_drop=on_drop)
         self.outbox: Outbox[Outgoing] = Outbox(max_control)
-        self.wake: Callable[[], None] = lambda: None
-        self.worker: int | None = None
+        self.wake = wake
         self.seq = 0
         self.errors = 0
         self.switches = 0
         self.created = time.monotonic()
-        self._first_ts: float | None = None
-        self._last_mp_ts = -1
         # The rate granted now (server/sessions/grants.py), enforced at the door by the pacer;
         # `told` is the grant the client last heard of (ready or a `grant` message).
         self.grant = 0.0
@@ -80,13 +85,23 @@ class Session:
         self.fps_in = RollingRate()
         self.fps_out = RollingRate()
         self.inference_ms = RollingMedian()
-        self.on_result: list[Callable[[Outgoing], None]] = []  # fan-out hooks
 
     # -- options ---------------------------------------------------------------------------
     def configure(self, hello: Hello) -> None:
         self.hello = hello
         self.pipeline = protocol.pipeline_for(hello.parts, hello.model)
         self.wanted = protocol.wire_parts(hello.parts, hello.world)
+
+    def switch(self, hello: Hello) -> None:
+        """A `configure` the server accepted: new options, the old frames are superseded."""
+        self.slot.clear("superseded")
+        self.configure(hello)
+        self.switches += 1
+
+    def go_live(self, ready: str) -> None:
+        """Send `ready`; from now on the session gets stats."""
+        self.send_control(ready)
+        self.live = True
 
     @property
     def format(self) -> str:
@@ -160,25 +175,6 @@ class Session:
         self.slot.gated_until = now + wait
         return wait
 
-    def mp_timestamp(self, client_ts: float) -> int:
-        """Strictly increasing MediaPipe timestamps (ms) derived from the client's clock:
-        `ts - ts_first`, at least one more than the last, and never more than MAX_MP_STEP_MS
-        beyond it (a leap re-anchors the clock there), so whatever finite `ts` a client sends
-        (back, repeated, 1e300), MediaPipe's clock moves by a bounded step and stays in range."""
-        if self._first_ts is None:
-            self._first_ts = client_ts
-        target = client_ts - self._first_ts
-        last = self._last_mp_ts
-        if target > last + MAX_MP_STEP_MS:
-            ts = last + MAX_MP_STEP_MS
-            self._first_ts = client_ts - ts
-        elif target >= last + 1:
-            ts = round(target)
-        else:
-            ts = last + 1
-        self._last_mp_ts = ts
-        return ts
-
     # -- results out -----------------------------------------------------------------------
     def deliver(
         self,
@@ -212,8 +208,6 @@ class Session:
         self.fps_out.tick(now)
         self.inference_ms.add(inference_ms)
         out = Outgoing(result)
-        for hook in self.on_result:
-            hook(out)
         replaced = self.outbox.put_result(out)
         if replaced is not None:
             # The client is not reading: the older result is lost; its drops carry forward.
@@ -228,6 +222,11 @@ class Session:
     def send_control(self, message: str) -> None:
         self.outbox.put_control(message)
         self.wake()
+
+    def refuse(self, code: str, message: str, frame: int | None) -> None:
+        """A frame refused before it reached the slot: it counts as received, and as an error."""
+        self.slot.received += 1
+        self.error(code, message, frame=frame, refused=True)
 
     def error(
         self, code: str, message: str, *, frame: int | None = None, refused: bool = False

@@ -38,6 +38,13 @@ class Subscriber:
     max_events: int = 64  # replies and notices held for a subscriber that does not read
     events: int = 0
     events_dropped: int = 0
+    stall_told: bool = False
+
+    def stall(self) -> None:
+        """It stopped reading: tell its handler once (on_stall closes the socket)."""
+        if not self.stall_told:
+            self.stall_told = True
+            self.on_stall()
 
     def offer_result(self, data: bytes, now: float) -> None:
         if len(self.buffer) >= self.capacity:
@@ -144,10 +151,6 @@ class StreamHub:
         assert session.stream is not None
         stream = self.streams.setdefault(session.stream, Stream(session.stream))
         stream.producer, stream.started, stream.results = session, time.monotonic(), 0
-        # The hook outlives a revoked publication (revoke below): fan out only while it is ours.
-        session.on_result.append(
-            lambda out: self._fan_out(stream, out) if stream.producer is session else None
-        )
         event = stream_started(stream)
         for sub in stream.subscribers:
             sub.offer_event(event)
@@ -238,6 +241,12 @@ class StreamHub:
         if stream is not None and (session := stream.producer) is not None:
             self.unpublish(session, reason="stream_taken")
             session.error("stream_taken", message)
+
+    def fan_out(self, session: Session, out: Outgoing) -> None:
+        """A result of `session`: to its stream's subscribers, while it is the publisher."""
+        stream = self.streams.get(session.stream or "")
+        if stream is not None and stream.producer is session:
+            self._fan_out(stream, out)
 
     def _fan_out(self, stream: Stream, out: Outgoing) -> None:
         now = time.monotonic()

@@ -15,21 +15,17 @@ import logging
 import multiprocessing
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
-from typing import Generic, Protocol, TypeVar
+from typing import Generic
 
 import psutil
 
 from holistream.protocol import RigOptions
-from server.sessions.frame_slot import FrameSlot, Pending
-from server.sessions.session import FramePayload
 from server.workers import ipc
 from server.workers import messages as m
+from server.workers.clock import MediaPipeClock
 from server.workers.process import WorkerSettings, worker_main
-from server.workers.scheduler import FairScheduler
+from server.workers.records import Callbacks, Placed, PredictJob, S, WorkerHandle
 from server.workers.watchdog import Watchdog
 
 log = logging.getLogger("holistream.workers")
@@ -52,70 +48,6 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-class PoolSession(Protocol):
-    """What the pool needs of a session (server.sessions.session.Session provides it)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def pipeline(self) -> str: ...
-
-    @property
-    def wanted(self) -> tuple[str, ...]: ...
-
-    worker: int | None
-
-    @property
-    def slot(self) -> FrameSlot[FramePayload]: ...
-
-    def mp_timestamp(self, client_ts: float) -> int: ...
-
-
-S = TypeVar("S", bound=PoolSession)
-
-
-@dataclass(slots=True)
-class Callbacks(Generic[S]):
-    result: Callable[[S, Pending[FramePayload], m.FrameResult], None]
-    frame_error: Callable[[S, Pending[FramePayload], str, str], None]
-    worker_lost: Callable[[S], None]
-
-
-@dataclass(eq=False)
-class PredictJob:
-    """One single-image request; it takes turns with the streaming sessions of its worker."""
-
-    key: str
-    pipeline: str
-    wanted: tuple[str, ...]
-    data: bytes
-    future: asyncio.Future[m.Predicted | m.PredictError]
-    exact: bool = False
-    started: bool = False
-
-
-@dataclass(eq=False)
-class WorkerHandle:
-    index: int
-    process: BaseProcess | None = None
-    pid: int = 0
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
-    alive: bool = False
-    # Keys (session ids, image job keys) whose work is in the worker, in order: the one in
-    # inference and at most one queued behind it, so the worker never idles between frames.
-    in_flight: deque[str] = field(default_factory=deque)
-    sessions: set[str] = field(default_factory=set)
-    load: float = 0.0  # reserved worker ms per second of its sessions
-    scheduler: FairScheduler[str] = field(default_factory=FairScheduler)
-    # Numbered requests awaiting their reply: request number -> (request, its future).
-    waiters: dict[int, tuple[m.ToWorker, asyncio.Future[m.Reply]]] = field(default_factory=dict)
-    images: deque[PredictJob] = field(default_factory=deque)  # single images, in arrival order
-    restarts: int = 0
-    up: asyncio.Event = field(default_factory=asyncio.Event)  # set while the process serves
-
-
 class WorkerPool(Generic[S]):
     def __init__(
         self,
@@ -125,16 +57,17 @@ class WorkerPool(Generic[S]):
         *,
         max_frame_age_s: float,
         rig_options: Callable[[S], RigOptions | None] = lambda s: None,
-        cost: Callable[[S], float] = lambda s: 1.0,
+        loads: Callable[[], list[float]] = list,
         worker_timeout_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.callbacks = callbacks
         self.max_frame_age_s = max_frame_age_s
         self.rig_options = rig_options
-        self.cost = cost
+        # Reserved CPU ms per second per worker: admission's figures (the one count of load).
+        self.loads = loads
         self.workers = [WorkerHandle(i) for i in range(count)]
-        self.sessions: dict[str, S] = {}
+        self.sessions: dict[str, Placed[S]] = {}  # the sessions placed on a worker
         self.jobs: dict[str, PredictJob] = {}
         self._job_ids = itertools.count()
         self._request_ids = itertools.count()
@@ -251,24 +184,31 @@ class WorkerPool(Generic[S]):
             self._number(), session.id, session.pipeline, session.wanted, self.rig_options(session)
         )
 
-    def _pick(self, session: S) -> WorkerHandle:
+    def _load(self, worker: WorkerHandle) -> float:
+        loads = self.loads()
+        return loads[worker.index] if worker.index < len(loads) else 0.0
+
+    def _pick(self) -> WorkerHandle:
         alive = [w for w in self.workers if w.alive] or self.workers
-        return min(alive, key=lambda w: (w.load, len(w.sessions), w.index))
+        return min(alive, key=lambda w: (self._load(w), len(w.sessions), w.index))
+
+    def worker_of(self, session: S) -> int | None:
+        """The worker the session is placed on, if it is."""
+        placed = self.sessions.get(session.id)
+        return None if placed is None else placed.worker
 
     async def open(self, session: S, placement: int | None = None) -> float:
         """Create the session's landmarker on worker `placement` (admission's choice), else on
         the least-loaded one; returns its creation time in ms."""
-        if session.worker is not None:
-            worker = self.workers[session.worker]
-        elif placement is not None and 0 <= placement < len(self.workers):
-            worker = self.workers[placement]
-        else:
-            worker = self._pick(session)
-        if session.worker is None:
-            session.worker = worker.index
+        placed = self.sessions.get(session.id)
+        if placed is None:
+            if placement is not None and 0 <= placement < len(self.workers):
+                worker = self.workers[placement]
+            else:
+                worker = self._pick()
+            placed = self.sessions[session.id] = Placed(session, worker.index)
             worker.sessions.add(session.id)
-            worker.load += self.cost(session)
-        self.sessions[session.id] = session
+        worker = self.workers[placed.worker]
         reply = await self._request(worker, self._open_message(session))
         if isinstance(reply, m.OpenFailed):
             raise RuntimeError(reply.reason)
@@ -277,20 +217,18 @@ class WorkerPool(Generic[S]):
         return reply.create_ms
 
     def close(self, session: S) -> None:
-        self.sessions.pop(session.id, None)
-        if session.worker is None:
+        placed = self.sessions.pop(session.id, None)
+        if placed is None:
             return
-        worker = self.workers[session.worker]
-        if session.id in worker.sessions:
-            worker.sessions.discard(session.id)
-            worker.load -= self.cost(session)
+        worker = self.workers[placed.worker]
+        worker.sessions.discard(session.id)
         worker.scheduler.remove(session.id)
         self._send(worker, m.Close(session.id))
-        session.worker = None
 
     def set_rig(self, session: S) -> None:
-        if session.worker is not None:
-            worker = self.workers[session.worker]
+        placed = self.sessions.get(session.id)
+        if placed is not None:
+            worker = self.workers[placed.worker]
             self._send(worker, m.SetRig(session.id, self.rig_options(session)))
 
     async def calibrate(self, images: dict[str, bytes], frames: int) -> list[m.Calibrated]:
@@ -331,7 +269,7 @@ class WorkerPool(Generic[S]):
         alive = [w for w in self.workers if w.alive] or self.workers
         worker = min(
             alive,
-            key=lambda w: (len(w.images) + len(w.scheduler) + len(w.in_flight), w.load),
+            key=lambda w: (len(w.images) + len(w.scheduler) + len(w.in_flight), self._load(w)),
         )
         key = f"predict:{next(self._job_ids)}"
         future: asyncio.Future[m.Predicted | m.PredictError] = (
@@ -353,9 +291,10 @@ class WorkerPool(Generic[S]):
 
     # -- frames ----------------------------------------------------------------------------
     def frame_ready(self, session: S) -> None:
-        if session.worker is None or not session.slot.has_waiting:
+        placed = self.sessions.get(session.id)
+        if placed is None or not session.slot.has_waiting:
             return
-        worker = self.workers[session.worker]
+        worker = self.workers[placed.worker]
         worker.scheduler.ready(session.id)
         self._pump(worker)
 
@@ -378,13 +317,13 @@ class WorkerPool(Generic[S]):
                     worker, m.Predict(job.key, job.pipeline, job.wanted, job.data, job.exact)
                 )
                 continue
-            session = self.sessions.get(sid)
-            if session is None:
+            placed = self.sessions.get(sid)
+            if placed is None:
                 continue
-            pending = session.slot.take(now, self.max_frame_age_s)
+            pending = placed.session.slot.take(now, self.max_frame_age_s)
             if pending is None:
                 continue
-            mp_ts = session.mp_timestamp(pending.payload.ts)
+            mp_ts = placed.clock.stamp(pending.payload.ts)
             worker.in_flight.append(sid)
             self._send(worker, m.Frame(sid, pending.frame_id, mp_ts, pending.payload.image))
 
@@ -424,8 +363,9 @@ class WorkerPool(Generic[S]):
 
     def _frame_done(self, worker: WorkerHandle, msg: m.FrameResult | m.FrameError) -> None:
         self._done(worker, msg.sid)
-        session = self.sessions.get(msg.sid)
-        if session is not None:
+        placed = self.sessions.get(msg.sid)
+        if placed is not None:
+            session = placed.session
             if isinstance(msg, m.FrameResult):
                 pending = session.slot.finish(msg.frame_id)
                 if pending is not None:
@@ -461,17 +401,20 @@ class WorkerPool(Generic[S]):
         worker.waiters.clear()
         for key in lost:
             if key in self.sessions:
-                self.sessions[key].slot.fail_in_flight("worker_lost")
+                self.sessions[key].session.slot.fail_in_flight("worker_lost")
             if key in self.jobs and not self.jobs[key].future.done():
                 self.jobs[key].future.set_exception(ConnectionError("the worker died"))
         await asyncio.sleep(min(0.2 * worker.restarts, 2.0))
         await self._spawn(worker)
         # Every reopen is written before anything else can be: the worker serves in order, so
-        # no frame of these sessions can reach it before their landmarkers exist.
-        sessions = [self.sessions[sid] for sid in reopen if sid in self.sessions]
-        reopened = [self._submit(worker, self._open_message(session)) for session in sessions]
+        # no frame of these sessions can reach it before their landmarkers exist. Each gets a
+        # new landmarker, so its clock starts again.
+        placed = [self.sessions[sid] for sid in reopen if sid in self.sessions]
+        for record in placed:
+            record.clock = MediaPipeClock()
+        reopened = [self._submit(worker, self._open_message(p.session)) for p in placed]
         await asyncio.gather(*reopened, return_exceptions=True)
-        for session in sessions:
+        for session in (p.session for p in placed):
             self.callbacks.worker_lost(session)
             self.frame_ready(session)
         for request, fut in pending_waiters.values():
