@@ -46,7 +46,14 @@ CALIBRATION_IMAGES = {
 
 
 class Core:
-    def __init__(self, config: Config, models: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        models: dict[str, Path],
+        *,
+        pool_class: type[WorkerPool[Session]] = WorkerPool,
+    ) -> None:
+        """`pool_class` is the seam for tests: a pool whose workers are in-process fakes."""
         self.config = config
         self.models = models
         self.sessions: dict[str, Session] = {}
@@ -68,7 +75,7 @@ class Core:
             ),
             DEFAULT_COSTS,
         )
-        self.pool: WorkerPool[Session] = WorkerPool(
+        self.pool = pool_class(
             config.workers,
             WorkerSettings(models, config.max_image_pixels, config.max_image_side),
             Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),

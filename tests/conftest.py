@@ -214,3 +214,20 @@ def server() -> Iterator[ServerProcess]:
                        name="shared")
     yield srv
     srv.stop()
+
+
+# Fixtures that start real processes (a holistream server, nginx, Redis, Chromium, an HTTP file
+# server, a model build). A test that uses one, directly or through another fixture, is marked
+# `server`; so is every test of a module that sets `pytestmark = pytest.mark.server` because it
+# starts processes itself. `pytest -m "not server"` is the fast tier (README, Tests).
+PROCESS_FIXTURES = frozenset(
+    {"server", "server_factory", "browser", "page", "pool", "redis", "pair", "base_url",
+     "serve_file", "built"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses or item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.server)

@@ -26,6 +26,7 @@ def _model_output(**env: str) -> list[str]:
     return (proc.stdout + proc.stderr).decode(errors="replace").splitlines()
 
 
+@pytest.mark.server
 def test_model_command_prints_no_native_noise() -> None:
     lines = _model_output()
     noise = [ln for ln in lines if logs.is_native_noise(ln.encode())]

@@ -39,6 +39,8 @@ import websockets
 from tests.conftest import ARTIFACTS, ROOT, ServerProcess, media, start_server
 from tests.wsclient import Conn, connect, is_type
 
+pytestmark = pytest.mark.server  # nginx and holistream processes
+
 NGINX_DIR = ROOT / "nginx"
 LOADGEN = Path(sys.executable).parent / "holistream-loadgen"
 INSTANCE_FLAGS = ("--workers", "1", "--cpu-overcommit", "20", "--max-sessions", "20",
