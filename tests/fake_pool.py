@@ -100,7 +100,7 @@ class FakeWorkerPool(WorkerPool[Session]):
                 if session is None:
                     return m.FrameError(msg.sid, msg.frame_id, "internal", "not open")
                 if msg.image == b"bad":
-                    return m.FrameError(msg.sid, msg.frame_id, "bad_image", "not an image")
+                    return m.FrameError(msg.sid, msg.frame_id, "undecodable", "not an image")
                 rig = Rig.rest() if session.rig is not None else None
                 return m.FrameResult(
                     msg.sid, msg.frame_id, WIDTH, HEIGHT, fake_parts(session.wanted),

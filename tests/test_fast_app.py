@@ -23,6 +23,7 @@ from server.config import Config
 from server.core import Core
 from server.http.app import build_app
 from tests.fake_pool import HEIGHT, WIDTH, FakeWorkerPool
+from tests.protocol_schema import check_http_error, check_server_message
 
 FIXTURES = Path(__file__).parent / "fixtures"
 JPEG = (FIXTURES / "building.jpg").read_bytes()
@@ -53,12 +54,14 @@ def fake(core: Core) -> FakeWorkerPool:
 
 
 async def receive(ws: Any, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The next text message of type `kind` (stats and other kinds on the way are skipped)."""
+    """The next text message of type `kind` (stats and other kinds on the way are skipped);
+    every message is checked against docs/protocol.schema.json on the way."""
     async with asyncio.timeout(timeout):
         while True:
             msg = await ws.receive()
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
                 raise AssertionError(f"closed while waiting for {kind}: {msg.extra}")
+            check_server_message(msg.data)
             if msg.type == WSMsgType.BINARY:
                 if kind == "binary":
                     return {"type": "binary", "data": msg.data}
@@ -104,6 +107,7 @@ async def test_bad_fps_in_the_query_is_refused_before_the_upgrade(
     client, core = app
     resp = await client.get(f"/ws?fps={fps}")
     assert resp.status == 400
+    check_http_error(await resp.read())
     body = await resp.json()
     assert body["error"]["code"] == "bad_request" and "fps" in body["error"]["message"]
     assert core.admission.sessions == 0
@@ -123,7 +127,7 @@ async def test_a_frame_becomes_a_result_with_the_asked_parts(
         assert "pose" not in result
         await ws.send_bytes(protocol.encode_frame(8, 1033.0, b"bad"))
         error = await receive(ws, "error")
-        assert (error["code"], error["frame"]) == ("bad_image", 8)
+        assert (error["code"], error["frame"]) == ("undecodable", 8)
         stats = await receive(ws, "stats")
         assert stats["received"] == 2 and stats["errors"] == 1
     frames = [msg for _, msg in fake(core).sent if type(msg).__name__ == "Frame"]
