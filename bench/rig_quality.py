@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from holistream.landmarks import Landmarks  # noqa: E402
 from holistream.protocol import RigOptions  # noqa: E402
-from server.rig.skeleton import BONE_INDEX, BONES, PART_INDEX  # noqa: E402
+from holistream.rig.skeleton import BONE_INDEX, BONES, PART_INDEX  # noqa: E402
 
 F64 = npt.NDArray[np.float64]
 CLIPS = {

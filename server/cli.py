@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     model.set_defaults(func=model_cli.run)
 
     vmc = sub.add_parser("vmc", help="send a stream's rig to a VMC receiver (OSC over UDP)")
-    import server.vmc_cli as vmc_cli
+    import holistream.vmc.cli as vmc_cli
 
     vmc_cli.add_arguments(vmc)
     vmc.set_defaults(func=vmc_cli.run)

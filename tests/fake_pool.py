@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from holistream import protocol
-from server.rig.skeleton import Rig
+from holistream.rig.skeleton import Rig
 from server.sessions.admission import DEFAULT_COSTS
 from server.sessions.session import Session
 from server.workers import messages as m

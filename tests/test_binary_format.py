@@ -166,7 +166,7 @@ def test_other_versions_and_no_version_are_unsupported(said: object) -> None:
 
 
 def test_the_documented_rig_block_is_the_solvers() -> None:
-    from server.rig.skeleton import BONES, EXPRESSIONS, PARTS
+    from holistream.rig.skeleton import BONES, EXPRESSIONS, PARTS
 
     text = DOC.read_text()
     assert f"B, the bone count ({len(BONES)})" in text

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from holistream.landmarks import Landmarks
-from server.rig import quat
+from holistream.rig import quat
+from holistream.rig.skeleton import EXPRESSIONS
 from server.rig.face import RIGID_INDICES, solve_face
-from server.rig.skeleton import EXPRESSIONS
 from server.rig.solver import solve
 
 FIXTURES = Path(__file__).parent / "fixtures"

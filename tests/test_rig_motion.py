@@ -27,7 +27,7 @@ from bench.rig_quality import (
     toggle_hands,
 )
 from holistream.protocol import RigOptions
-from server.rig.skeleton import BONE_INDEX, BONES
+from holistream.rig.skeleton import BONE_INDEX, BONES
 from tests.conftest import ServerProcess
 from tests.test_stream_landmarks import video_jpegs
 from tests.wsclient import connect, is_type

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from holistream import protocol
+from holistream.rig.skeleton import BODY_BONES
 from server.rig import BONES, EXPRESSIONS, PARTS
-from server.rig.skeleton import BODY_BONES
 from tests.conftest import ServerProcess, media
 from tests.test_stream_landmarks import video_jpegs
 from tests.wsclient import Conn, connect, is_type

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from server.rig import quat
-from server.rig.skeleton import BONE_INDEX, BONES, EXPRESSION_INDEX, PART_INDEX, Rig
+from holistream.rig import quat
+from holistream.rig.skeleton import BONE_INDEX, BONES, EXPRESSION_INDEX, PART_INDEX, Rig
 from server.rig.smoothing import RigSmoother, mirror_rig
 
 ARM = BONE_INDEX["LeftUpperArm"]

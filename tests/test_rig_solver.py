@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from holistream.landmarks import Landmarks
-from server.rig import quat
-from server.rig.skeleton import (
+from holistream.rig import quat
+from holistream.rig.skeleton import (
     BONES,
     EXPRESSIONS,
     LAYOUT_CRC,

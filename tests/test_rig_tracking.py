@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from holistream.protocol import Hello, ProtocolError, RigOptions, parse_configure, parse_hello
-from server.rig import quat
+from holistream.rig import quat
+from holistream.rig.skeleton import BONE_INDEX, BONES, EXPRESSION_INDEX, PART_INDEX, Rig
 from server.rig.session import Calibration, RigSession
-from server.rig.skeleton import BONE_INDEX, BONES, EXPRESSION_INDEX, PART_INDEX, Rig
 from server.rig.tracking import MotionGate, neutral_rig, rest_bones
 
 X, Y, Z = np.eye(3)

@@ -10,9 +10,9 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
-from server.rig import quat
-from server.rig.skeleton import BONES, EXPRESSIONS, Rig
-from server.rig.vmc import build_bundle, build_osc_bundle
+from holistream.rig import quat
+from holistream.rig.skeleton import BONES, EXPRESSIONS, Rig
+from holistream.rig.vmc import build_bundle, build_osc_bundle
 
 
 class RecordingDispatcher(Dispatcher):

@@ -25,9 +25,17 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 
 from holistream import protocol
 from holistream.client import ErrorMsg, Rejected
-from server.rig import BONES, EXPRESSIONS, PARTS, Rig, mirror_rig, neutral_rig, quat
-from server.vmc_bridge import Backoff, BridgeConfig, VmcBridge, close_outcome, error_outcome, rig_of
-from server.vmc_cli import add_arguments, config_from_args, parse_target
+from holistream.rig import quat
+from holistream.vmc.bridge import (
+    Backoff,
+    BridgeConfig,
+    VmcBridge,
+    close_outcome,
+    error_outcome,
+    rig_of,
+)
+from holistream.vmc.cli import add_arguments, config_from_args, parse_target
+from server.rig import BONES, EXPRESSIONS, PARTS, Rig, mirror_rig, neutral_rig
 from tests.conftest import HOLISTREAM, ServerProcess, media
 from tests.test_stream_landmarks import video_jpegs
 from tests.wsclient import Conn, connect

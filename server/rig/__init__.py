@@ -1,12 +1,12 @@
 """Server-side avatar rig: MediaPipe Holistic landmarks -> humanoid bone rotations, VRM
 expressions and head angles (solver), per-session smoothing, and VMC protocol bundles.
 
-Pure computation, no I/O. Coordinate conventions and the wire order of bones, expressions and
-parts are documented in skeleton.py.
+Pure computation, no I/O. The rig's types, its wire order of bones, expressions and parts, and
+VMC bundles live in holistream.rig (clients need them too); they are re-exported here.
 """
 
-from server.rig import quat
-from server.rig.skeleton import (
+from holistream.rig import quat
+from holistream.rig.skeleton import (
     BONES,
     EXPRESSIONS,
     LAYOUT_CRC,
@@ -15,10 +15,10 @@ from server.rig.skeleton import (
     Rig,
     RigArrays,
 )
+from holistream.rig.vmc import build_bundle, build_osc_bundle
 from server.rig.smoothing import RigSmoother, mirror_rig
 from server.rig.solver import RigSolver, solve
 from server.rig.tracking import neutral_rig
-from server.rig.vmc import build_bundle, build_osc_bundle
 
 __all__ = [
     "BONES",

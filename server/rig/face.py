@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from server.rig import quat
-from server.rig.skeleton import EXPRESSIONS
+from holistream.rig import quat
+from holistream.rig.skeleton import EXPRESSIONS
 
 F64 = npt.NDArray[np.float64]
 

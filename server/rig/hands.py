@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from holistream.landmarks import Landmarks
-from server.rig.quat import clean, cross
+from holistream.rig.quat import clean, cross
 
 F64 = npt.NDArray[np.float64]
 

@@ -23,8 +23,9 @@ import numpy.typing as npt
 
 from holistream.landmarks import Array, Landmarks
 from holistream.protocol import RigArrays, RigOptions
-from server.rig import RigSmoother, RigSolver, quat
-from server.rig.skeleton import BONE_INDEX, PART_INDEX, Rig
+from holistream.rig import quat
+from holistream.rig.skeleton import BONE_INDEX, PART_INDEX, Rig
+from server.rig import RigSmoother, RigSolver
 from server.rig.tracking import MotionGate
 
 F64 = npt.NDArray[np.float64]

@@ -55,8 +55,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from server.rig import quat
-from server.rig.skeleton import (
+from holistream.rig import quat
+from holistream.rig.skeleton import (
     BONES,
     EXPRESSION_INDEX,
     EXPRESSIONS,

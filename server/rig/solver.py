@@ -44,10 +44,9 @@ import numpy as np
 import numpy.typing as npt
 
 from holistream.landmarks import Landmarks
-from server.rig import face as face_mod
-from server.rig import hands, quat
-from server.rig.quat import clean, cross, frames, swing_apply, unit
-from server.rig.skeleton import (
+from holistream.rig import quat
+from holistream.rig.quat import clean, cross, frames, swing_apply, unit
+from holistream.rig.skeleton import (
     BONE_INDEX,
     BONES,
     EXPRESSIONS,
@@ -59,6 +58,8 @@ from server.rig.skeleton import (
     SEGMENTS,
     Rig,
 )
+from server.rig import face as face_mod
+from server.rig import hands
 
 F64 = npt.NDArray[np.float64]
 

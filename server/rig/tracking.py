@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from server.rig import quat
-from server.rig.skeleton import BONE_INDEX, BONES, EXPRESSIONS, PART_INDEX, PARTS, Rig
+from holistream.rig import quat
+from holistream.rig.skeleton import BONE_INDEX, BONES, EXPRESSIONS, PART_INDEX, PARTS, Rig
 
 F64 = npt.NDArray[np.float64]
 

@@ -39,7 +39,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from server.rig.skeleton import BONE_INDEX, BONES, EXPRESSIONS, Rig
+from holistream.rig.skeleton import BONE_INDEX, BONES, EXPRESSIONS, Rig
 
 F64 = npt.NDArray[np.float64]
 

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from holistream.protocol import RigArrays
-from server.rig import quat
+from holistream.rig import quat
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]

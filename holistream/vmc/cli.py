@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from server.vmc_bridge import DEFAULT_PORT, BridgeConfig, VmcBridge
+from holistream.vmc.bridge import DEFAULT_PORT, BridgeConfig, VmcBridge
 
 log = logging.getLogger("holistream.vmc")
 
