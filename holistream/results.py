@@ -41,7 +41,7 @@ class Timing:
 
 @dataclass(slots=True)
 class RigArrays:
-    """The rig in its fixed wire order (bone and expression names live in server.rig)."""
+    """The rig in its fixed wire order (the names and their order: holistream.rig.skeleton)."""
 
     bones: Array  # (B, 4) quaternions x, y, z, w
     hips: Array  # (3,)

@@ -4,7 +4,7 @@ The page streams the fake camera (tests/fixtures/messi_pan_640x480.avi as Y4M) w
 view on, so its hello asks for the rig; an independent subscriber on the same named stream
 records the rig of every frame. The avatar's normalized bone rotations must be the server's rig
 for the page's last frame, mapped to three-vrm by the conventions written out again here
-(server/rig/skeleton.py: Unity frame; three-vrm VRM 1.0: x negated, so [x, y, z, w] -> [x, -y,
+(holistream/rig/skeleton.py: Unity frame; three-vrm VRM 1.0: x negated, so [x, y, z, w] -> [x, -y,
 -z, w]; VRM 0.x models additionally turned 180° about Y: -> [-x, -y, z, w]; mirror: sides
 swapped and reflected across the sagittal plane), within what interpolation allows while
 streaming and exactly once it has settled.

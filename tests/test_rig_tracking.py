@@ -10,9 +10,10 @@ import pytest
 
 from holistream.protocol import Hello, ProtocolError, RigOptions, parse_configure, parse_hello
 from holistream.rig import quat
+from holistream.rig.neutral import neutral_rig, rest_bones
 from holistream.rig.skeleton import BONE_INDEX, BONES, EXPRESSION_INDEX, PART_INDEX, Rig
 from server.rig.session import Calibration, RigSession
-from server.rig.tracking import MotionGate, neutral_rig, rest_bones
+from server.rig.tracking import MotionGate
 
 X, Y, Z = np.eye(3)
 HAND = [i for i, n in enumerate(BONES) if n.startswith("Right") and (

@@ -26,6 +26,8 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from holistream import protocol
 from holistream.client import ErrorMsg, Rejected
 from holistream.rig import quat
+from holistream.rig.neutral import neutral_rig
+from holistream.rig.skeleton import BONES, EXPRESSIONS, PARTS, Rig, mirror_rig
 from holistream.vmc.bridge import (
     Backoff,
     BridgeConfig,
@@ -35,7 +37,6 @@ from holistream.vmc.bridge import (
     rig_of,
 )
 from holistream.vmc.cli import add_arguments, config_from_args, parse_target
-from server.rig import BONES, EXPRESSIONS, PARTS, Rig, mirror_rig, neutral_rig
 from tests.conftest import HOLISTREAM, ServerProcess, media
 from tests.test_stream_landmarks import video_jpegs
 from tests.wsclient import Conn, connect

@@ -271,3 +271,16 @@ class Rig:
             np.nan_to_num(shapes["head"][0].astype(np.float64)),
             np.clip(np.nan_to_num(shapes["confidence"][0].astype(np.float64)), 0.0, 1.0),
         )
+
+
+def mirror_rig(rig: Rig) -> Rig:
+    """The rig of the user's mirror image: sides swapped, reflected across the sagittal plane."""
+    hips = rig.hips_position * (-1.0, 1.0, 1.0)
+    head = rig.head * (-1.0, 1.0, -1.0)
+    return Rig(
+        quat.mirror_x(rig.bones[MIRROR_BONES]),
+        hips,
+        rig.expressions[MIRROR_EXPRESSIONS].copy(),
+        head,
+        rig.confidence[MIRROR_PARTS].copy(),
+    )

@@ -2,16 +2,16 @@
 
 VTuber apps and engine plug-ins receive bone rotations and blendshapes over VMC. The server solves
 the rig once per stream; this bridge runs on the consumer's side: it subscribes (`format: binary`,
-`rig`), turns each result into one bundle (server.rig.vmc.build_bundle) and sends it over UDP on
+`rig`), turns each result into one bundle (holistream.rig.vmc.build_bundle) and sends it over UDP on
 arrival, so bundles follow the stream's own rate. The server never sends UDP.
 
 Tracking lost. Each bundle's /VMC/Ext/OK carries the protocol's tracking status: 1 while the
 stream's rig tracks a person, 0 when it does not. When the stream ends (`stream_ended`), or no
 result has come for `lost_after_s` (a stalled producer, a lost server), the bridge eases the
-avatar from its last pose to the rig's neutral pose (arms down, face neutral; server.rig
-neutral_rig) over `fade_s` in bundles at 30 Hz with tracking 0, then repeats that neutral bundle
-every `keepalive_s` until results come back, so a receiver neither freezes mid-blink nor loses
-the avatar.
+avatar from its last pose to the rig's neutral pose (arms down, face neutral;
+holistream.rig.neutral) over `fade_s` in bundles at 30 Hz with tracking 0, then repeats that
+neutral bundle every `keepalive_s` until results come back, so a receiver neither freezes
+mid-blink nor loses the avatar.
 
 Failures are reported (`events`, the log) and retried: an unknown stream (`stream_not_found`), a
 producer that leaves (`stream_ended`: keep the subscription), a server that goes away (bounded
@@ -35,8 +35,9 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from holistream import client, protocol
 from holistream.client import ErrorMsg, Rejected, SessionClosed
-from server.rig import Rig, build_bundle, mirror_rig
-from server.rig.tracking import FADE_HZ, fade_to_neutral
+from holistream.rig.neutral import FADE_HZ, fade_to_neutral
+from holistream.rig.skeleton import Rig, mirror_rig
+from holistream.rig.vmc import build_bundle
 
 log = logging.getLogger("holistream.vmc")
 

@@ -6,6 +6,7 @@ VMC bundles live in holistream.rig (clients need them too); they are re-exported
 """
 
 from holistream.rig import quat
+from holistream.rig.neutral import neutral_rig
 from holistream.rig.skeleton import (
     BONES,
     EXPRESSIONS,
@@ -18,7 +19,6 @@ from holistream.rig.skeleton import (
 from holistream.rig.vmc import build_bundle, build_osc_bundle
 from server.rig.smoothing import RigSmoother, mirror_rig
 from server.rig.solver import RigSolver, solve
-from server.rig.tracking import neutral_rig
 
 __all__ = [
     "BONES",

@@ -60,11 +60,9 @@ from holistream.rig.skeleton import (
     BONES,
     EXPRESSION_INDEX,
     EXPRESSIONS,
-    MIRROR_BONES,
-    MIRROR_EXPRESSIONS,
-    MIRROR_PARTS,
     PART_INDEX,
     Rig,
+    mirror_rig,
 )
 
 F64 = npt.NDArray[np.float64]
@@ -112,19 +110,6 @@ def confidence_scale(conf: F64) -> F64:
     1 at 0 (a lost part: the motion gate, server/rig/tracking.py, holds or rests it)."""
     scale = np.clip(0.25 + 0.75 * (conf - 0.45) / 0.45, 0.25, 1.0)
     return np.asarray(np.where(conf <= 0.0, 1.0, scale), dtype=np.float64)
-
-
-def mirror_rig(rig: Rig) -> Rig:
-    """The rig of the user's mirror image: sides swapped, reflected across the sagittal plane."""
-    hips = rig.hips_position * (-1.0, 1.0, 1.0)
-    head = rig.head * (-1.0, 1.0, -1.0)
-    return Rig(
-        quat.mirror_x(rig.bones[MIRROR_BONES]),
-        hips,
-        rig.expressions[MIRROR_EXPRESSIONS].copy(),
-        head,
-        rig.confidence[MIRROR_PARTS].copy(),
-    )
 
 
 class RigSmoother:

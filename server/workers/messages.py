@@ -18,7 +18,7 @@ from holistream.landmarks import Array
 from holistream.protocol import RigArrays, RigOptions
 
 Parts = dict[str, Array | None]  # wire part name -> rounded float32 points, None = not found
-RigJson = dict[str, object]  # the rig's JSON form (server.rig.skeleton.Rig.to_json)
+RigJson = dict[str, object]  # the rig's JSON form (holistream.rig.skeleton.Rig.to_json)
 
 
 # -- pool -> worker ------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 // server's: server/rig/tracking.py.) Pure functions and small
 // classes, no three.js: the page and the tests import this module as it is.
 //
-// The server's rig (docs/protocol.md, server/rig/skeleton.py) is in Unity's humanoid frame:
+// The server's rig (docs/protocol.md, holistream/rig/skeleton.py) is in Unity's humanoid frame:
 // left-handed, +Y up, the avatar faces +Z, +X is the avatar's own right; each bone a local unit
 // quaternion [x, y, z, w] relative to the VRM T-pose. three-vrm's normalized bones are the same
 // T-pose with identity rest rotations, but in glTF's right-handed frame:
