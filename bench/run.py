@@ -168,7 +168,7 @@ def phase_overload(plan: Plan, run_dir: Path) -> dict[str, Any]:
     log(f"overload: {n} open-loop clients at {plan.overload_fps:g} fps for {plan.overload_s:g} s"
         " (default admission)")  # fmt: skip
     budget_bytes = psutil.virtual_memory().available * 0.7  # as the server computes it
-    with sr.Server(["--workers", str(plan.workers)], "overload", run_dir) as srv:
+    with sr.Server.start(["--workers", str(plan.workers)], "overload", run_dir) as srv:
         calibrated = srv.calibrated_holistic()
         capacity = srv.readyz()["capacity"].get("holistic")
         workers = srv.worker_pids()
@@ -238,7 +238,7 @@ def phase_memory(plan: Plan, run_dir: Path, frames: list[bytes]) -> dict[str, An
     log(f"memory: 0 → {k // 2} → {k} idle sessions, one frame each")
     flags = ["--workers", str(plan.workers), "--no-calibrate", "--cpu-overcommit", "20",
              "--max-sessions", str(k + 2)]  # fmt: skip
-    with sr.Server(flags, "memory", run_dir) as srv:
+    with sr.Server.start(flags, "memory", run_dir) as srv:
         workers = srv.worker_pids()
         base = sr.settle_rss(srv.pid, workers, 2.0)
         with sr.HeldSessions(srv.ws_url, frames) as held:
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             flags = ["--workers", str(plan.workers), "--cpu-overcommit", "20",
                      "--max-sessions", "64"]  # fmt: skip
             try:
-                with sr.Server(flags, "saturation", run_dir) as srv:
+                with sr.Server.start(flags, "saturation", run_dir) as srv:
                     calibrated = srv.calibrated_holistic()
                     results["calibrated"] = calibrated
                     run("saturation", lambda: phase_saturation(plan, srv, run_dir))

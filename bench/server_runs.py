@@ -19,12 +19,9 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -32,9 +29,9 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from holistream.protocol import dumps, encode_frame, parse_message
+from tests.harness import ServerProcess, start_server
 
 BIN = Path(sys.executable).parent
-_LISTENING = re.compile(r"listening on http://\S+:(\d+)")
 _CALIBRATED = re.compile(r"calibrated: .*?holistic ([\d.]+) ms/frame (\d+) MiB")
 READY_TIMEOUT_S = 120.0
 
@@ -116,94 +113,18 @@ def histogram_quantile(
 # ---------------------------------------------------------------------------- the server
 
 
-class Server:
-    """`holistream serve --port 0 FLAGS` as a context manager; always stopped on exit."""
+class Server(ServerProcess):
+    """`holistream serve --port 0 FLAGS` (tests/harness.py) with what the benchmarks read."""
 
-    def __init__(self, flags: Sequence[str], name: str, run_dir: Path) -> None:
-        self.flags = list(flags)
-        self.name = name
-        self.log_path = run_dir / f"server-{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.started_at = 0.0
+    @classmethod
+    def start(cls, flags: Sequence[str], name: str, run_dir: Path) -> Server:
+        """Started and ready; use it as a context manager, which stops it on exit."""
+        return start_server(*flags, name=name, log_path=run_dir / f"server-{name}.log",
+                            ready_timeout=READY_TIMEOUT_S, cls=cls)
 
     @property
     def command(self) -> list[str]:
-        return ["holistream", "serve", "--host", "127.0.0.1", "--port", "0", *self.flags]
-
-    def __enter__(self) -> Server:
-        args = [_exe("holistream"), *self.command[1:]]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise RuntimeError(f"server exited with {code}: see {self.log_path}")
-            if not self.port and (m := _LISTENING.search(self.log())):
-                self.port = int(m[1])
-            if self.port:
-                with contextlib.suppress(OSError):
-                    if self.get("/readyz", timeout=2)[0] == 200:
-                        self.started_at = time.monotonic()
-                        return
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {READY_TIMEOUT_S:.0f} s: see {self.log_path}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-                return int(resp.status), bytes(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def readyz(self) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.get("/readyz")[1])
-        return body
-
-    def worker_pids(self) -> list[int]:
-        return [w["pid"] for w in self.readyz()["workers"] if w["alive"]]
+        return ["holistream", *self.args[1:]]
 
     def metrics(self) -> list[Sample]:
         return parse_metrics(self.get("/metrics")[1].decode("utf-8", "replace"))

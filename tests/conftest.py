@@ -1,24 +1,13 @@
 """Shared fixtures: real holistream servers on loopback, started as subprocesses.
 
-Each server binds port 0 and reports the port it got in its log; a fixture waits for /readyz.
-Servers are always stopped at the end of their scope, with SIGKILL as the last resort, and their
-logs are kept under test-artifacts/ for post-mortems.
+The server-process harness itself (ServerProcess, start_server) is tests/harness.py, shared with
+bench/. Servers are always stopped at the end of their scope, with SIGKILL as the last resort,
+and their logs are kept under test-artifacts/ for post-mortems.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +15,11 @@ import websockets.asyncio.connection
 import websockets.exceptions
 
 from tests import protocol_schema
+from tests.harness import ARTIFACTS, HOLISTREAM, ROOT, ServerProcess, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ARTIFACTS", "FIXTURES", "HOLISTREAM", "ROOT", "ServerProcess", "media", "start_server"]
+
 FIXTURES = ROOT / "tests" / "fixtures"
-ARTIFACTS = ROOT / "test-artifacts"
-HOLISTREAM = Path(sys.executable).parent / "holistream"
-_LISTENING = re.compile(r"listening on http://\S+:(\d+)")
 
 
 _violations: list[str] = []
@@ -98,97 +86,6 @@ def media(name: str) -> Path:
         if (folder / name).exists():
             return folder / name
     raise FileNotFoundError(name)
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    port: int = 0
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def readyz(self) -> dict:
-        return json.loads(self.get("/readyz")[1])
-
-    def worker_pids(self) -> list[int]:
-        return [w["pid"] for w in self.readyz()["workers"] if w["alive"]]
-
-    def metric(self, name: str, labels: str = "") -> float:
-        """Sum of a Prometheus sample, optionally only where labels contain `labels`."""
-        text = self.get("/metrics")[1].decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            key, _, value = line.rpartition(" ")
-            base, _, lab = key.partition("{")
-            if base == name and (not labels or labels in lab):
-                total += float(value)
-        return total
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            if not self.port:
-                match = _LISTENING.search(self.log())
-                if match:
-                    self.port = int(match.group(1))
-            if self.port:
-                with contextlib.suppress(OSError):
-                    if self.get("/readyz", timeout=2)[0] == 200:
-                        return
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
-def start_server(*flags: str, port: int = 0, env: dict[str, str] | None = None,
-                 name: str = "server", ready: bool = True,
-                 preexec: Callable[[], object] | None = None) -> ServerProcess:
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
-    args = [str(HOLISTREAM), "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
-    full_env = {**os.environ, **(env or {})}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                preexec_fn=preexec)
-    server = ServerProcess(proc, log_path, port if port else 0, args)
-    if ready:
-        try:
-            server.wait_ready()
-        except BaseException:
-            server.stop(signal.SIGKILL)
-            raise
-    return server
 
 
 @pytest.fixture
