@@ -1,7 +1,8 @@
 """The running server's state: sessions, workers, admission, metrics — without HTTP.
 
-The aiohttp handlers (server.web_*) translate requests into calls here; everything that decides
-what happens to a frame or a session lives here or in the pure modules it uses.
+The aiohttp handlers (server/http/) translate requests into calls here; everything that decides
+what happens to a frame or a session lives here or in the pure modules it uses. What the workers
+answer is delivered by server/delivery.py; docs/architecture.md draws the whole path.
 """
 
 from __future__ import annotations
@@ -20,30 +21,21 @@ import psutil
 from holistream import protocol
 from server import __version__
 from server.config import Config
+from server.delivery import Delivery
 from server.http.rate_limit import AddressLimits
 from server.memory import usable_memory_bytes
 from server.metrics import InstanceState, Metrics
 from server.predict.worker import COMPOSITE_EXTRA_BYTES
-from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision, PipelineCost
-from server.sessions.frame_slot import Pending
+from server.sessions.admission import DEFAULT_COSTS, AdmissionPolicy, Budget, Decision
 from server.sessions.session import FramePayload, Session
 from server.streams.hub import Stream, StreamHub, Subscriber
 from server.streams.relay import RedisRelay
-from server.workers.messages import FrameResult, Predicted, PredictError
-from server.workers.pool import Callbacks, WorkerPool
+from server.workers.calibration import FRAMES, calibration_images, measured_costs
+from server.workers.messages import Predicted, PredictError
+from server.workers.pool import WorkerPool
 from server.workers.process import WorkerSettings
 
 log = logging.getLogger("holistream")
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CALIBRATION_IMAGES = {
-    "holistic": "messi5.jpg",
-    "holistic_lite": "messi5.jpg",
-    "pose": "messi5.jpg",
-    "hands": "messi5.jpg",
-    "face": "astronaut_face.jpg",
-}
-
 
 class Core:
     def __init__(
@@ -57,6 +49,8 @@ class Core:
         self.config = config
         self.models = models
         self.sessions: dict[str, Session] = {}
+        # Per session, while a frame its grant holds back waits: the timer that releases it.
+        self._release_timers: dict[str, asyncio.TimerHandle] = {}
         self.ready = False
         self.stopping = False
         self.started = time.monotonic()
@@ -75,15 +69,6 @@ class Core:
             ),
             DEFAULT_COSTS,
         )
-        self.pool = pool_class(
-            config.workers,
-            WorkerSettings(models, config.max_image_pixels, config.max_image_side),
-            Callbacks(self._on_result, self._on_frame_error, self._on_worker_lost),
-            max_frame_age_s=config.max_frame_age_ms / 1000,
-            rig_options=self._rig_options,
-            loads=self.admission.worker_loads,
-            worker_timeout_s=config.worker_timeout_s,
-        )
         self.metrics = Metrics(
             lambda: [w.pid for w in self.pool.workers if w.alive], lambda: self.pool.restarts
         )
@@ -97,6 +82,18 @@ class Core:
             config.rate_limit_exempt,
         )
         self.hub = StreamHub()
+        self.delivery = Delivery(
+            self.admission, self.hub, self.metrics, lambda: self.regrant(recompute=False)
+        )
+        self.pool = pool_class(
+            config.workers,
+            WorkerSettings(models, config.max_image_pixels, config.max_image_side),
+            self.delivery.callbacks(),
+            max_frame_age_s=config.max_frame_age_ms / 1000,
+            rig_options=self._rig_options,
+            loads=self.admission.worker_loads,
+            worker_timeout_s=config.worker_timeout_s,
+        )
         self.hub.rig_changed = self.pool.set_rig
         # Without Redis, streams stay on this instance (nginx routes a name to one instance).
         self.relay = RedisRelay(config.redis_url, self.hub) if config.redis_url else None
@@ -123,22 +120,9 @@ class Core:
 
     async def _calibrate(self) -> None:
         """Measure each pipeline's CPU cost per frame and memory per landmarker."""
-        images = {
-            name: (FIXTURES / file).read_bytes()
-            for name, file in CALIBRATION_IMAGES.items()
-            if name in self.models and (FIXTURES / file).exists()
-        }
-        replies = await self.pool.calibrate(images, 8)
-        for name in images:
-            samples = [r.costs[name] for r in replies if name in r.costs]
-            if samples:
-                ms = sum(s.ms_per_frame for s in samples) / len(samples)
-                memory = sorted(s.memory_bytes for s in samples)[len(samples) // 2]
-                # A landmarker grows after its first frames: a start-up reading undershoots
-                # what a session costs over time, so the measured session figure is a floor.
-                floor = DEFAULT_COSTS[name].memory_bytes
-                parallelism = DEFAULT_COSTS[name].parallelism
-                self.admission.costs[name] = PipelineCost(ms, max(memory, floor), parallelism)
+        images = calibration_images(list(self.models))
+        replies = await self.pool.calibrate(images, FRAMES)
+        self.admission.costs.update(measured_costs(replies, DEFAULT_COSTS))
         log.info(
             "calibrated: %s",
             ", ".join(
@@ -249,9 +233,9 @@ class Core:
         if session.stream is not None:
             self.hub.unpublish(session)
         self.metrics.sessions.labels(session.pipeline).dec()
-        if session.release_timer is not None:
-            session.release_timer.cancel()
-            session.release_timer = None
+        timer = self._release_timers.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
         session.slot.clear("closing")
         self.pool.close(session)
         self.release(session.id)
@@ -282,16 +266,16 @@ class Core:
         wait = session.offer(frame_id, FramePayload(ts, image), time.monotonic())
         if wait <= 0:
             self.pool.frame_ready(session)
-        elif session.release_timer is None:
+        elif session.id not in self._release_timers:
             self._arm_release(session, wait)
 
     def _arm_release(self, session: Session, wait: float) -> None:
         loop = asyncio.get_running_loop()
-        session.release_timer = loop.call_later(wait, self._release, session)
+        self._release_timers[session.id] = loop.call_later(wait, self._release, session)
 
     def _release(self, session: Session) -> None:
         """A frame held back by the session's grant may go now (server/sessions/pacer.py)."""
-        session.release_timer = None
+        self._release_timers.pop(session.id, None)
         if session.id not in self.sessions:
             return
         wait = session.release(time.monotonic())
@@ -354,66 +338,6 @@ class Core:
         self.metrics.frames_received.inc()
         self.metrics.frame_errors.labels(code).inc()
         session.refuse(code, message, frame)
-
-    # -- worker callbacks ------------------------------------------------------------------
-    def _on_result(
-        self, session: Session, pending: Pending[FramePayload], result: FrameResult
-    ) -> None:
-        if result.switched is not None:
-            self._on_pipeline_switch(session, result.pipeline, result.switched)
-        rig = None
-        if result.rig_json is not None and result.rig_arrays is not None:
-            rig = (result.rig_json, result.rig_arrays)
-        now = time.monotonic()
-        out = session.deliver(
-            pending,
-            result.width,
-            result.height,
-            result.parts,
-            result.decode_ms,
-            result.inference_ms,
-            rig,
-            now,
-            result.pipeline,
-        )
-        # What this frame really cost its worker prices the session's grant from now on.
-        wall_ms = result.decode_ms + result.inference_ms
-        self.admission.observe(session.id, result.cpu_s * 1000, wall_ms)
-        if session.stream is not None:
-            self.hub.fan_out(session, out)
-        self.metrics.frames_processed.inc()
-        self.metrics.inference.labels(result.pipeline).observe(result.inference_ms / 1000)
-        self.metrics.server_latency.observe(out.result.timing.total_ms / 1000)
-
-    def _on_pipeline_switch(self, session: Session, pipeline: str, switched: str) -> None:
-        """The worker's fallback policy (workers/fallback.py) switched pipelines: the reservation
-        follows what really runs (best effort: tracking is never refused mid-session), and the
-        client hears of each fallback once."""
-        self.admission.switch(session.id, pipeline)  # best effort: never refused mid-session
-        self.regrant(recompute=False)
-        if switched == "fallback":
-            cheap = session.pipeline
-            session.send_control(
-                protocol.warning_message(
-                    "pipeline_fallback",
-                    f"the {cheap} pipeline misses parts here that holistic finds: this session "
-                    f"runs holistic for now ({cheap} is tried again every few seconds)",
-                )
-            )
-
-    def _on_frame_error(
-        self, session: Session, pending: Pending[FramePayload], code: str, msg: str
-    ) -> None:
-        self.metrics.frame_errors.labels(code).inc()
-        session.error(code, msg, frame=pending.frame_id, refused=True)
-
-    def _on_worker_lost(self, session: Session) -> None:
-        session.send_control(
-            protocol.warning_message(
-                "worker_restarted",
-                "the worker serving this session died and was replaced; tracking restarted",
-            )
-        )
 
     async def _tick_stats(self) -> None:
         interval = self.config.stats_interval_s

@@ -81,7 +81,6 @@ class Session:
         self.grant = 0.0
         self.told: float | None = None
         self.pacer = RatePacer(0.0)
-        self.release_timer: Any = None  # asyncio.TimerHandle while a gated frame waits
         self.fps_in = RollingRate()
         self.fps_out = RollingRate()
         self.inference_ms = RollingMedian()
