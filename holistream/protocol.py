@@ -265,6 +265,16 @@ def parse_request_id(value: object) -> object:
     )
 
 
+PRODUCER_QUERY: tuple[str, ...] = ("parts", "fps", "model")
+
+
+def parse_producer_query(query: Mapping[str, str]) -> Hello:
+    """`GET /ws?parts=&fps=&model=`: what admission prices a producer at before its hello, with
+    a hello's checks and defaults (`bad_request` when a value is wrong)."""
+    given = {name: query[name] for name in PRODUCER_QUERY if name in query}
+    return _parse_options(given, Hello(), code="bad_request", allow_format=False)
+
+
 def pipeline_for(parts: Sequence[str], model: str = "full") -> str:
     """The cheapest pipeline that delivers `parts` (docs/protocol.md, Pipelines)."""
     if len(parts) == 1:

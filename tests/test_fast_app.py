@@ -113,6 +113,18 @@ async def test_bad_fps_in_the_query_is_refused_before_the_upgrade(
     assert core.admission.sessions == 0
 
 
+@pytest.mark.parametrize("query", ["parts=feet", "parts=", "model=huge", "fps="])
+async def test_bad_producer_query_is_refused_like_a_bad_hello(
+    app: tuple[TestClient[Any, Any], Core], query: str
+) -> None:
+    client, core = app
+    resp = await client.get(f"/ws?{query}")
+    assert resp.status == 400
+    check_http_error(await resp.read())
+    assert (await resp.json())["error"]["code"] == "bad_request"
+    assert core.admission.sessions == 0
+
+
 async def test_a_frame_becomes_a_result_with_the_asked_parts(
     app: tuple[TestClient[Any, Any], Core],
 ) -> None:

@@ -119,21 +119,13 @@ async def producer(request: web.Request) -> web.StreamResponse:
     if stream is not None and core.stream_live(stream):
         return http_error(409, "stream_taken", f"stream {stream!r} already has a producer")
     try:
-        query_parts = request.query.get("parts", "face,hands,pose")
-        parts = protocol.parse_parts(query_parts, code="bad_request")
-        query_fps = request.query.get("fps")
-        fps = protocol.DEFAULT_FPS
-        if query_fps is not None:
-            fps = protocol.parse_fps(query_fps, code="bad_request")
-        model = request.query.get("model", "full")
-        if model not in protocol.MODELS:
-            raise ProtocolError("bad_request", "'model' must be 'full' or 'lite'")
+        asked = protocol.parse_producer_query(request.query)
     except ProtocolError as exc:
         return http_error(400, "bad_request", str(exc))
     wake = asyncio.Event()
     session = core.new_session(peer=client_ip(request), stream=stream, wake=wake.set)
     # Refused now if it could not fit, but nothing is reserved until a valid hello.
-    decision = core.would_admit(protocol.pipeline_for(parts, model), fps)
+    decision = core.would_admit(protocol.pipeline_for(asked.parts, asked.model), asked.fps)
     if not decision.admitted:
         return http_error(
             503, "server_full", decision.reason, headers={"Retry-After": str(cfg.retry_after_s)}

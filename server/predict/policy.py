@@ -65,7 +65,9 @@ class Options:
 def parse_options(query: Mapping[str, str]) -> Options:
     """`?parts=face,hands,pose&world=true|false&mode=fast|exact` (all optional)."""
     try:
-        parts = protocol.parse_parts(query.get("parts", "face,hands,pose"), code="bad_request")
+        parts = protocol.ALL_GROUPS
+        if "parts" in query:
+            parts = protocol.parse_parts(query["parts"], code="bad_request")
     except protocol.ProtocolError as exc:
         raise RequestError(400, "bad_request", exc.message) from None
     world_text = query.get("world", "true").lower()
