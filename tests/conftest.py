@@ -113,18 +113,22 @@ def server() -> Iterator[ServerProcess]:
     srv.stop()
 
 
-# Fixtures that start real processes (a holistream server, nginx, Redis, Chromium, an HTTP file
-# server, a model build). A test that uses one, directly or through another fixture, is marked
-# `server`; so is every test of a module that sets `pytestmark = pytest.mark.server` because it
-# starts processes itself. `pytest -m "not server"` is the fast tier (README, Tests).
+# A test is marked `server` (left out of the fast tier, `pytest -m "not server"`) when it starts
+# real processes or runs the real model: it uses a fixture that starts one (a holistream server,
+# nginx, Redis, Chromium, an HTTP file server, a model build), its module holds the server harness
+# or the MediaPipe pipelines, or it is marked `slow`. Tests that start processes otherwise carry
+# the mark explicitly.
 PROCESS_FIXTURES = frozenset(
     {"server", "server_factory", "browser", "page", "pool", "redis", "pair", "base_url",
      "serve_file", "built"}
 )
+REAL_PARTS = frozenset({"start_server", "ServerProcess", "pipelines", "clip_landmarks"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         uses = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if uses or item.get_closest_marker("slow") is not None:
+        module = getattr(item, "module", None)
+        holds = REAL_PARTS & set(vars(module)) if module is not None else set()
+        if uses or holds or item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.server)
