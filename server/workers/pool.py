@@ -13,19 +13,17 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import socket
 import time
 from collections.abc import Callable
 from typing import Generic
-
-import psutil
 
 from holistream.protocol import RigOptions
 from server.workers import ipc
 from server.workers import messages as m
 from server.workers.clock import MediaPipeClock
-from server.workers.process import WorkerSettings, worker_main
+from server.workers.process import WorkerSettings
 from server.workers.records import Callbacks, Placed, PredictJob, S, WorkerHandle
+from server.workers.spawn import cpu_seconds, start_process, stop_processes
 from server.workers.watchdog import Watchdog
 
 log = logging.getLogger("holistream.workers")
@@ -37,15 +35,6 @@ IMAGES = "images"
 # two (its slot holds one frame in flight), so latest-frame-wins still applies to every frame
 # that is not yet next in line.
 DEPTH = 2
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time a worker process has used, all its threads (0 if it is gone)."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
 
 
 class WorkerPool(Generic[S]):
@@ -90,7 +79,7 @@ class WorkerPool(Generic[S]):
         interval = min(0.5, self.watchdog.timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
-            looks = {w.index: (self._has_work(w), _cpu_seconds(w.pid)) for w in self.workers
+            looks = {w.index: (w.has_work(), cpu_seconds(w.pid)) for w in self.workers
                      if w.alive}
             for index in self.watchdog.hung(time.monotonic(), looks):
                 worker = self.workers[index]
@@ -101,27 +90,9 @@ class WorkerPool(Generic[S]):
                 if worker.process is not None:
                     worker.process.kill()
 
-    @staticmethod
-    def _has_work(worker: WorkerHandle) -> bool:
-        return bool(worker.in_flight) or any(
-            not isinstance(req, m.Calibrate) for req, _ in worker.waiters.values()
-        )
-
     async def _spawn(self, worker: WorkerHandle) -> None:
-        parent, child = socket.socketpair()
-        proc = self._ctx.Process(
-            target=worker_main,
-            args=(child, worker.index, self.settings),
-            name=f"holistream-worker-{worker.index}",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent)
-        hello = await ipc.recv_async(reader)
-        if not isinstance(hello, m.Hello):
-            raise ipc.ProtocolError(f"worker {worker.index} began with {type(hello).__name__}")
-        worker.process, worker.pid = proc, hello.pid
+        proc, pid, reader, writer = await start_process(self._ctx, worker.index, self.settings)
+        worker.process, worker.pid = proc, pid
         worker.reader, worker.writer = reader, writer
         worker.alive = True
         worker.in_flight.clear()
@@ -139,16 +110,7 @@ class WorkerPool(Generic[S]):
         for w in self.workers:
             if w.writer is not None:
                 w.writer.close()  # EOF: the worker closes its landmarkers and exits
-        deadline = time.monotonic() + timeout
-        for w in self.workers:
-            proc = w.process
-            if proc is None:
-                continue
-            while proc.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.is_alive():
-                proc.kill()
-            proc.join(1)
+        await stop_processes([w.process for w in self.workers], timeout)
         for task in list(self._readers):
             task.cancel()
 

@@ -87,3 +87,9 @@ class WorkerHandle:
     images: deque[PredictJob] = field(default_factory=deque)  # single images, in arrival order
     restarts: int = 0
     up: asyncio.Event = field(default_factory=asyncio.Event)  # set while the process serves
+
+    def has_work(self) -> bool:
+        """Something is out that the worker must answer (calibration, start-up only, aside)."""
+        return bool(self.in_flight) or any(
+            not isinstance(req, m.Calibrate) for req, _ in self.waiters.values()
+        )
