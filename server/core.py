@@ -261,6 +261,12 @@ class Core:
         self.regrant(recompute=False, configured=session)
         return decision
 
+    def change_rig(self, session: Session, hello: protocol.Hello) -> None:
+        """Only the rig's options changed: the worker changes them in place (no new landmarker,
+        no new grant)."""
+        session.configure(hello)
+        self.pool.set_rig(session)
+
     def frame(self, session: Session, frame_id: int, ts: float, image: bytes) -> None:
         self.metrics.frames_received.inc()
         wait = session.offer(frame_id, FramePayload(ts, image), time.monotonic())

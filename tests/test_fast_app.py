@@ -22,6 +22,7 @@ from holistream import protocol
 from server.config import Config
 from server.core import Core
 from server.http.app import build_app
+from server.workers import messages as m
 from tests.fake_pool import HEIGHT, WIDTH, FakeWorkerPool
 from tests.protocol_schema import check_http_error, check_server_message
 
@@ -227,3 +228,21 @@ async def test_predict_returns_the_workers_landmarks(
     bad = await client.post("/v1/predict?parts=feet", data=JPEG,
                             headers={"Content-Type": "image/jpeg"})
     assert bad.status == 400
+
+
+async def test_a_rig_only_configure_changes_the_rig_in_place(
+    app: tuple[TestClient[Any, Any], Core],
+) -> None:
+    """Legs or a re-centre: the same landmarker and worker, the rig's options sent as SetRig."""
+    client, core = app
+    pool = fake(core)
+    async with client.ws_connect("/ws") as ws:
+        ready = await hello(ws, rig=True)
+        session = core.sessions[ready["session"]]
+        opens = sum(isinstance(msg, m.Open) for _, msg in pool.sent)
+        await ws.send_str('{"type": "configure", "rig": {"legs": "seated"}}')
+        configured = await receive(ws, "configured")
+        assert configured["switches"] == 0 and session.switches == 0
+        assert sum(isinstance(msg, m.Open) for _, msg in pool.sent) == opens
+        rigs = [msg.rig for _, msg in pool.sent if isinstance(msg, m.SetRig)]
+        assert rigs and rigs[-1] is not None and rigs[-1].legs == "seated"

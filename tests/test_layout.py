@@ -48,3 +48,8 @@ def test_the_worker_boundary_has_no_any() -> None:
         source = (ROOT / "server" / "workers" / f"{name}.py").read_text()
         assert "Any" not in {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
         assert "import Any" not in source and ", Any" not in source, name
+
+
+def test_handlers_call_core_never_the_pool() -> None:
+    for path in (ROOT / "server" / "http").glob("*.py"):
+        assert "core.pool" not in path.read_text(), path.name

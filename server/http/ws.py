@@ -266,8 +266,7 @@ async def _on_configure(core: Core, session: Session, msg: dict) -> bool:
     old = session.hello
     if old.rig is not None and hello.rig is not None and replace(hello, rig=old.rig) == old:
         # Only the rig's options changed (legs, a re-centre): tracking goes on undisturbed.
-        session.configure(hello)
-        core.pool.set_rig(session)
+        core.change_rig(session, hello)
     else:
         decision = await core.reconfigure(session, hello)
         if not decision.admitted:
