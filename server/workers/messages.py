@@ -125,7 +125,7 @@ class FrameResult:
     switched: str | None = None  # "fallback", "recovered" or None (workers/fallback.py)
     rig_json: RigJson | None = None
     rig_arrays: RigArrays | None = None
-    cpu_s: float = 0.0  # the worker's CPU seconds on this frame, all its threads
+    cpu_s: float = 0.0  # worker CPU seconds (all threads) since its previous message was done
 
 
 @dataclass(frozen=True, slots=True)
