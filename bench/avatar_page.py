@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.browser import CAMERA_CLIP, chromium  # noqa: E402
-from tests.conftest import start_server  # noqa: E402
+from tests.harness import start_server  # noqa: E402
 from tests.y4m import avi_to_y4m  # noqa: E402
 
 
