@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/predict_accuracy.py            # prints the table for docs/predict.md
     .venv/bin/python bench/predict_accuracy.py --stride 4 # every 4th clip frame (quicker)
+    .venv/bin/python bench/predict_accuracy.py --hands lite  # the lite hand model (a trade-off)
 
 Every fixture image and every frame of both fixture clips goes through
 server.predict.composite (the default of POST /v1/predict) and through a HolisticLandmarker
@@ -58,15 +59,18 @@ def frames(stride: int) -> Iterator[tuple[str, np.ndarray]]:
         cap.release()
 
 
-def models() -> dict[str, Path]:
+def models(names: tuple[str, ...] = ("holistic", "pose", "face")) -> dict[str, Path]:
     return {name: resolve_model(name, allow_download=False, allow_build=False,
                                 log=lambda _: None)
-            for name in ("holistic", "pose", "face")}
+            for name in names}
 
 
-def measure(stride: int) -> dict[str, object]:
+def measure(stride: int, hands: str = "full") -> dict[str, object]:
     paths = models()
-    composite = CompositeHolistic(paths)
+    composite_models = dict(paths)
+    if hands == "lite":  # the hand models of the lite bundle (measured as an alternative)
+        composite_models["holistic"] = models(("holistic_lite",))["holistic_lite"]
+    composite = CompositeHolistic(composite_models)
     agree = {p: 0 for p in PARTS}
     found = {p: [0, 0] for p in PARTS}  # found by composite, by exact
     dist: dict[str, list[np.ndarray]] = {p: [] for p in PARTS}
@@ -150,8 +154,10 @@ def report(result: dict[str, object], stride: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stride", type=int, default=1, help="every n-th clip frame")
+    parser.add_argument("--hands", choices=("full", "lite"), default="full",
+                        help="hand landmark model of the default path (the exact path: full)")
     args = parser.parse_args(argv)
-    print(report(measure(args.stride), args.stride))
+    print(report(measure(args.stride, args.hands), args.stride))
 
 
 if __name__ == "__main__":
