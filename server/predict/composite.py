@@ -79,10 +79,12 @@ class _Model:
         self._outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
 
     def __call__(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        tensor = rgb.astype(np.float32)[np.newaxis] * np.float32(1 / 255)
-        self._interpreter.set_tensor(self._input, tensor)
+        # Scaled straight into the input tensor (no float copy of the crop to hand over); the
+        # view is gone before invoke(), as LiteRT requires. get_tensor() returns copies.
+        np.multiply(rgb, np.float32(1 / 255), out=self._interpreter.tensor(self._input)()[0],
+                    casting="unsafe")
         self._interpreter.invoke()
-        return {name: self._interpreter.get_tensor(i).reshape(-1).copy()
+        return {name: self._interpreter.get_tensor(i).reshape(-1)
                 for name, i in self._outputs.items()}
 
 
