@@ -3,6 +3,7 @@ independence, parity with a fresh HolisticLandmarker, and only the parts asked f
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from server.model import resolve_model
-from server.predict.composite import CompositeHolistic
+from server.predict.composite import CompositeHolistic, _Model
 from server.workers import pipelines
 from server.workers.imaging import decode_rgb
 from tests.conftest import media
@@ -87,3 +88,31 @@ def test_only_the_parts_asked_for_are_looked_for(composite: CompositeHolistic) -
     assert left["face"] is None and left["right_hand"] is None
     assert np.array_equal(left["left_hand_world"], everything["left_hand_world"])  # type: ignore[arg-type]
     assert all(v is None for v in composite.detect(image("building.jpg")).values())
+
+
+def test_a_hand_model_call_is_the_model_on_the_scaled_crop_and_keeps_no_state(
+        models: dict[str, Path]) -> None:
+    """The crop is scaled into LiteRT's input tensor in place: the outputs must be those of the
+    model given the float crop, and an earlier call's outputs must survive a later call."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with zipfile.ZipFile(models["holistic"]) as bundle:
+        content = bundle.read("hand_roi_refinement.tflite")
+    model = _Model(content)
+    reference = Interpreter(model_content=content, num_threads=1)
+    reference.allocate_tensors()
+    detail = reference.get_input_details()[0]
+    output = reference.get_output_details()[0]
+    rng = np.random.default_rng(7)
+    crops = [rng.integers(0, 256, (model.size, model.size, 3), dtype=np.uint8) for _ in range(2)]
+    first = model(crops[0])
+    first_copy = {name: value.copy() for name, value in first.items()}
+    second = model(crops[1])
+    for crop, got in zip(crops, (first, second), strict=True):
+        scaled = crop.astype(np.float32)[None] * np.float32(1 / 255)
+        reference.set_tensor(detail["index"], scaled)
+        reference.invoke()
+        expected = reference.get_tensor(output["index"]).reshape(-1)
+        assert np.array_equal(got[output["name"]], expected)  # bit for bit
+    assert not np.array_equal(first[output["name"]], second[output["name"]])
+    assert all(np.array_equal(first[k], first_copy[k]) for k in first)
