@@ -326,7 +326,7 @@ def books(srv: Server, canary: Canary, stats: dict[str, int], samples: list[dict
         "server_log": {
             "error_handling_request": log.count("Error handling request"),
             "tracebacks": log.count("Traceback"),
-            "hung_workers_replaced": log.count("answered nothing and computed nothing"),
+            "hung_workers_replaced": log.count("is hung (stopped, or silent"),
         },
     }
 

@@ -44,7 +44,7 @@ class Config:
     header_timeout_s: float = 10.0  # request line and headers, and idle keep-alive between requests
     hello_timeout_s: float = 5.0  # upgrade to hello; no admission is reserved before hello
     idle_timeout_s: float = 30.0  # no frame or configure (pings, pongs and stats do not count)
-    worker_timeout_s: float = 5.0  # a worker with work out, silent and using no CPU, is replaced
+    worker_timeout_s: float = 5.0  # a stopped worker with work out is replaced (silent: 10 x)
     stats_interval_s: float = 1.0
     ping_interval_s: float = 20.0
     shutdown_timeout_s: float = 5.0
@@ -106,7 +106,7 @@ _HELP: dict[str, str] = {
     "header_timeout_s": "close a connection whose request headers take longer than this",
     "hello_timeout_s": "close a WebSocket that has not said hello within this",
     "idle_timeout_s": "close a producer that sends no frame or configure for this long",
-    "worker_timeout_s": "replace a worker with work out, silent and idle, after this long",
+    "worker_timeout_s": "replace a stopped worker with work out after this long (silent: 10x)",
     "trusted_proxies": "comma-separated proxy addresses whose X-Forwarded-For is believed",
     "rate_limit_exempt": "networks exempt from per-address limits (default: loopback)",
     "redis_url": "carry streams and the predict cache across instances through Redis",

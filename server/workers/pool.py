@@ -23,7 +23,7 @@ from server.workers import messages as m
 from server.workers.clock import MediaPipeClock
 from server.workers.process import WorkerSettings
 from server.workers.records import Callbacks, Placed, PredictJob, S, WorkerHandle
-from server.workers.spawn import cpu_seconds, start_process, stop_processes
+from server.workers.spawn import cpu_and_stopped, start_process, stop_processes
 from server.workers.watchdog import Watchdog
 
 log = logging.getLogger("holistream.workers")
@@ -73,19 +73,19 @@ class WorkerPool(Generic[S]):
         self._watcher = asyncio.create_task(self._watch(), name="worker-watchdog")
 
     async def _watch(self) -> None:
-        """Kill a worker that has work out and has neither answered nor used CPU for
-        worker_timeout_s (stopped, deadlocked): its reader then sees EOF and replaces it, and
-        its sessions are warned as for any death. Calibration (start-up only) is not watched."""
+        """Kill a worker that has work out and is stopped for worker_timeout_s, or silent for
+        10 times that (workers/watchdog.py): its reader then sees EOF and replaces it, and its
+        sessions are warned as for any death. Calibration (start-up only) is not watched."""
         interval = min(0.5, self.watchdog.timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
-            looks = {w.index: (w.has_work(), cpu_seconds(w.pid)) for w in self.workers
+            looks = {w.index: (w.has_work(), *cpu_and_stopped(w.pid)) for w in self.workers
                      if w.alive}
             for index in self.watchdog.hung(time.monotonic(), looks):
                 worker = self.workers[index]
                 log.warning(
-                    "worker %d (pid %d) answered nothing and computed nothing for %g s; "
-                    "replacing it", index, worker.pid, self.watchdog.timeout_s,
+                    "worker %d (pid %d) is hung (stopped, or silent for %g s); replacing it",
+                    index, worker.pid, self.watchdog.ceiling_s,
                 )
                 if worker.process is not None:
                     worker.process.kill()

@@ -51,10 +51,14 @@ async def stop_processes(processes: Sequence[BaseProcess | None], timeout: float
         proc.join(1)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time a worker process has used, all its threads (0 if it is gone)."""
+def cpu_and_stopped(pid: int) -> tuple[float, bool]:
+    """CPU time a worker process has used (all its threads), and whether the kernel has it
+    stopped (SIGSTOP, a debugger); (0, False) if it is gone."""
     try:
-        times = psutil.Process(pid).cpu_times()
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            times, status = proc.cpu_times(), proc.status()
     except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
+        return 0.0, False
+    stopped = status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    return float(times.user + times.system), stopped
