@@ -86,7 +86,7 @@ def alone(case: Case, duration: float, run_dir: Path) -> dict[str, Any]:
     frames = _frames(case.clip)
     loop = bare.run_ceiling(_model(case.pipeline), frames, 1, duration, pipeline=case.pipeline,
                             decode_each=True)  # fmt: skip
-    with sr.Server([], f"alone-{case.pipeline}", run_dir) as srv:
+    with sr.Server.start([], f"alone-{case.pipeline}", run_dir) as srv:
         args = ["--url", srv.ws_url, "--clients", "1", "--fps", "120", "--mode", "closed",
                 "--in-flight", "2", "--duration", f"{duration:g}", "--ramp", "0",
                 "--parts", case.parts, "--model", case.model,
@@ -118,7 +118,7 @@ def overload(case: Case, clients: int, duration: float, ramp: float, sat_s: floa
     sat = bare.run_ceiling(_model(case.pipeline), frames, cores, sat_s, pipeline=case.pipeline,
                            decode_each=True)  # fmt: skip
     name = case.label.split()[0].replace("(", "")
-    with sr.Server([], f"overload-{name}-{case.parts}", run_dir) as srv:
+    with sr.Server.start([], f"overload-{name}-{case.parts}", run_dir) as srv:
         args = ["--url", srv.ws_url, "--clients", str(clients), "--fps", "15", "--mode", "open",
                 "--duration", f"{duration:g}", "--ramp", f"{ramp:g}/s", "--parts", case.parts,
                 "--source", str(FIXTURES / case.clip)]  # fmt: skip
