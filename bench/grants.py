@@ -22,10 +22,13 @@ Prints a Markdown section; `--write` puts it into docs/benchmarks.md (a block th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,15 +125,33 @@ def overload(case: Case, clients: int, duration: float, ramp: float, sat_s: floa
         args = ["--url", srv.ws_url, "--clients", str(clients), "--fps", "15", "--mode", "open",
                 "--duration", f"{duration:g}", "--ramp", f"{ramp:g}/s", "--parts", case.parts,
                 "--source", str(FIXTURES / case.clip)]  # fmt: skip
-        stage = sr.run_loadgen(args, run_dir / f"overload-{name}.json",
-                               run_dir / f"overload-{name}.log",
-                               duration + clients / ramp + 120)  # fmt: skip
+        samples: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:  # the server's own sum of grants, every 2 s
+            while not done.wait(2.0):
+                with contextlib.suppress(OSError, ValueError):
+                    samples.append(sr.metric_sum(srv.metrics(), "holistream_granted_fps"))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            stage = sr.run_loadgen(args, run_dir / f"overload-{name}.json",
+                                   run_dir / f"overload-{name}.log",
+                                   duration + clients / ramp + 120)  # fmt: skip
+        finally:
+            done.set()
+            sampler.join(5)
         published = srv.readyz()["capacity_fps"][case.pipeline]
         granted_metric = sr.metric_sum(srv.metrics(), "holistream_granted_fps")
         command = " ".join(srv.command)
     ses = stage["sessions"]
     served = stage["rates"]["results_per_s"]
-    granted = stage["granted_fps"]
+    # Steady state: the samples after the ramp, up to the end of the sending.
+    ramp_s = clients / ramp
+    steady = samples[int(ramp_s / 2) + 2 : int((ramp_s + duration) / 2)] or samples
+    server_granted = statistics.median(steady) if steady else 0.0
+    granted = dict(stage["granted_fps"]) | {"sum": server_granted}
     unclean = {k: v for k, v in stage["errors"].items() if not k.startswith("warning:")}
     out = {
         "case": case.label,
@@ -141,7 +162,8 @@ def overload(case: Case, clients: int, duration: float, ramp: float, sat_s: floa
         "rejections": ses["rejections"],
         "errors": stage["errors"],
         "unclean_errors": unclean,
-        "granted_sum": granted["sum"],
+        "granted_sum": granted["sum"],  # the server's, median over the steady window
+        "granted_sum_clients": stage["granted_fps"]["sum"],  # as the clients last heard it
         "granted_min": granted["min"],
         "granted_metric_at_end": granted_metric,
         "served_fps": served,

@@ -39,7 +39,7 @@ DEFAULT_COSTS: dict[str, PipelineCost] = {
     "pose": PipelineCost(21.0, 80 << 20, 1.2),
     "hands": PipelineCost(28.0, 70 << 20, 1.2),
 }
-SESSION_ALPHA = 0.2  # weight of one frame in a session's cost average
+SESSION_ALPHA = 0.05  # weight of one frame in a session's cost average
 PIPELINE_ALPHA = 0.05  # ... and in its pipeline's estimate
 WORKER_BUSY_MS = 1000.0  # of each second a worker can spend on frames
 

@@ -130,10 +130,13 @@ def place(
 
 
 def changed(old: float | None, new: float, *, rel: float = 0.1, step: float = 1.0) -> bool:
-    """Whether a grant moved enough to tell the client (small wobbles of measured cost do not)."""
+    """Whether a grant moved enough to tell the client. A rise is told once it is worth it (10 %
+    and 1 fps); a fall at once beyond 3 %, so a client never runs much over its real share."""
     if old is None:
         return True
-    return abs(new - old) >= max(step, rel * max(old, new))
+    if new < old:
+        return old - new >= max(0.1, 0.03 * old)
+    return new - old >= max(step, rel * old)
 
 
 def round_fps(fps: float) -> float:
