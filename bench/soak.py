@@ -202,7 +202,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir = Path(tempfile.mkdtemp(prefix="soak-"))
     flags = ["--workers", "2", "--no-calibrate", "--cpu-overcommit", "20", "--max-sessions", "40",
              "--worker-timeout-s", "3", "--hello-timeout-s", "3", "--header-timeout-s", "3"]
-    with Server.start(flags, "soak", run_dir) as srv:
+    srv = Server.start(flags, "soak", run_dir)
+    with srv:
         main = psutil.Process(srv.pid)
         canary = Canary(srv.ws_url)
         canary.start()
