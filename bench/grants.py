@@ -228,7 +228,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"{'—' if pvs_cpu is None else f'{pvs_cpu:.2f}'} | "
             f"{sum(o['unclean_errors'].values())} | {o['before']['load1']:.1f} |"
         )
-    lines += ["", "Commands: " + "; ".join(f"`{x['command']}`" for x in r["overload"][:1]) +
+    shown = [x["command"].replace(str(ROOT) + "/", "") for x in r["overload"][:1]]
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in shown) +
               " (per clip: `--source`, `--parts`), against `holistream serve --port 0`.", ""]
     return "\n".join(lines)
 
