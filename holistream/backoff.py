@@ -47,7 +47,10 @@ def retry_after(failure: BaseException | ErrorMsg | None) -> float | None:
     if isinstance(failure, SessionClosed):
         if failure.error is not None and failure.error.code in PERMANENT_ERRORS:
             return None
-        return TRY_AGAIN_LATER_MIN_S if failure.code == TRY_AGAIN_LATER else 0.0
+        if failure.code != TRY_AGAIN_LATER:
+            return 0.0
+        told = failure.error.retry_after_s if failure.error is not None else None
+        return max(TRY_AGAIN_LATER_MIN_S, told or 0.0)
     if isinstance(failure, ErrorMsg):
         return None if failure.code in PERMANENT_ERRORS else 0.0
     return 0.0  # a network error, a timeout, a server going away: try again

@@ -54,6 +54,7 @@ class ErrorMsg:
     message: str = ""
     frame: int | None = None  # set when the error resolves that frame
     fatal: bool = False  # the server closes the connection right after
+    retry_after_s: float | None = None  # a refused session (server_full): when to try again
 
 
 @dataclass(frozen=True, slots=True)

@@ -354,10 +354,19 @@ def dumps(obj: Mapping[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
-def error_message(code: str, message: str, *, frame: int | None = None, fatal: bool = False) -> str:
+def error_message(
+    code: str,
+    message: str,
+    *,
+    frame: int | None = None,
+    fatal: bool = False,
+    retry_after_s: float | None = None,
+) -> str:
     obj: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
     if frame is not None:
         obj["frame"] = frame
+    if retry_after_s is not None:
+        obj["retry_after_s"] = retry_after_s
     return dumps(obj)
 
 

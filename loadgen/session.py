@@ -159,7 +159,9 @@ class Session:
                         break
                     if msg["type"] == "error" and msg.get("fatal"):
                         if msg.get("code") == "server_full":
-                            raise _Refused("close_1013")
+                            told = msg.get("retry_after_s")
+                            wait = float(told) if isinstance(told, int | float) else None
+                            raise _Refused("close_1013", wait)
                         raise _Failed(f"error:{msg.get('code')}")
         except ConnectionClosed:
             await ws.close()

@@ -31,6 +31,8 @@ def test_what_is_retried() -> None:
     assert retry_after(Rejected(409, "stream_taken", "", None)) == 0.0  # our old session, maybe
     assert retry_after(Rejected(401, "unauthorized", "", None)) is None
     assert retry_after(SessionClosed(1013, "server_full", None)) == 1.0
+    full = ErrorMsg("server_full", "", None, True, retry_after_s=5)
+    assert retry_after(SessionClosed(1013, "server_full", full)) == 5.0  # the server's wait
     assert retry_after(SessionClosed(1006, None, None)) == 0.0
     bad = ErrorMsg("unsupported_protocol", "", None, True)
     assert retry_after(SessionClosed(1008, "unsupported_protocol", bad)) is None

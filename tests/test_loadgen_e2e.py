@@ -87,7 +87,10 @@ def test_refused_clients_are_counted_as_refused(server_factory: Any, tmp_path: P
     (stage,) = report["stages"]
     sessions = stage["sessions"]
     assert sessions["ok"] == 2 and sessions["refused"] == 2 and sessions["failed"] == 0
-    # Each refused client honoured Retry-After once, and was refused again: 2 x 2 rejections.
-    assert sessions["rejections"] == {"http_503": 4}
+    # Each refused client honoured the server's wait once, and was refused again: 2 x 2
+    # rejections. Nothing is reserved before hello, so clients that connect together may pass
+    # the pre-upgrade check (503 + Retry-After) and be refused after hello (1013, retry_after_s).
+    rejections = sessions["rejections"]
+    assert set(rejections) <= {"http_503", "close_1013"} and sum(rejections.values()) == 4
     assert stage["frames"]["balanced"] and stage["frames"]["results"] > 0
     assert small.metric("holistream_sessions_rejected_total") == 4

@@ -94,11 +94,13 @@ async def close_with_error(
     error: str,
     message: str,
     transport: asyncio.Transport | None = None,
+    retry_after_s: float | None = None,
 ) -> None:
     """Send a fatal error and close; a peer that does not read gets its transport aborted."""
     try:
         async with asyncio.timeout(2.0):
-            await ws.send_str(protocol.error_message(error, message, fatal=True))
+            text = protocol.error_message(error, message, fatal=True, retry_after_s=retry_after_s)
+            await ws.send_str(text)
             await ws.close(code=code, message=error.encode())
     except TimeoutError:
         if transport is not None:
@@ -246,7 +248,12 @@ async def _on_hello(
         return None
     decision = core.admit(session.id, protocol.pipeline_for(hello.parts, hello.model), hello.fps)
     if not decision.admitted:
-        await close_with_error(ws, TRY_AGAIN_LATER, "server_full", decision.reason)
+        # Sessions reserve only once they said hello, so connections that raced past the
+        # pre-upgrade check are refused here: told when to try again, as a 503 would be.
+        await close_with_error(
+            ws, TRY_AGAIN_LATER, "server_full", decision.reason,
+            retry_after_s=core.config.retry_after_s,
+        )  # fmt: skip
         return None
     session.configure(hello)
     core.add(session)
