@@ -166,3 +166,20 @@ def test_a_lone_session_is_granted_what_its_worker_measurably_gives() -> None:
     for _ in range(200):  # each frame: 45 ms of CPU over 30 ms of the worker's time
         policy.observe("a", 45.0, 30.0)
     assert policy.regrant()["a"] == pytest.approx(1000 / 30, rel=0.02)  # one process's worth
+
+
+def test_an_admitted_session_keeps_its_floor_when_costs_rise() -> None:
+    from server.sessions.admission import AdmissionPolicy, Budget, PipelineCost
+
+    policy = AdmissionPolicy(
+        Budget(cores=2, memory_bytes=4 << 30, max_sessions=10, workers=3),
+        {"holistic": PipelineCost(45.0, 140 << 20, 1.0)},
+    )
+    admitted = [k for k in "abcdefgh" if policy.admit(k, "holistic", 15).admitted]
+    assert len(admitted) >= 3
+    for _ in range(300):  # the content turns out twice as costly as priced at admission
+        for k in admitted:
+            policy.observe(k, 90.0, 60.0)
+    grants = policy.regrant()
+    assert all(grants[k] >= 10.0 for k in admitted)  # the floor promised at admission holds
+    assert not policy.admit("late", "holistic", 15).admitted  # and nobody else gets in

@@ -221,8 +221,14 @@ class AdmissionPolicy:
             self.regrant()
 
     def regrant(self) -> dict[Hashable, float]:
-        """Share the capacity again over the current sessions and costs."""
-        self.grants = share(self._wants(), self.budget.capacity)
+        """Share the capacity again over the current sessions and costs. An admitted session
+        keeps at least its floor: if measured costs rise past the box after admission, the box
+        is over-committed (frames drop as the slots replace them) and new sessions are refused
+        until it is not, rather than a session that was promised its floor losing it."""
+        wants = self._wants()
+        floor = self.budget.floor_fps
+        shared = share(wants, self.budget.capacity)
+        self.grants = {k: max(g, wants[k].floor(floor)) for k, g in shared.items()}
         return self.grants
 
     # -- published capacity ----------------------------------------------------------------
