@@ -5,13 +5,11 @@
             if isinstance(msg, Result) and msg.parts.get("pose") is not None:
                 print(msg.frame, msg.parts["pose"][0, :2])
 
-A producer sends frames with `await client.send_frame(jpeg_bytes)`; the call waits until the
-server's grant allows the next frame (`granted_fps`, from `ready` and later `grant` messages:
-frames beyond it would only be dropped as `over_grant`) and while `ready.limits.max_in_flight`
-frames are unanswered, so a fast sender cannot queue up stale frames (credits come back on a
-result, an error naming the frame, or drops the server reports; a safety timeout frees a credit
-nobody answers). `await client.configure(parts=[...])` returns the server's `configured` answer
-(or raises ConfigureRefused). With `reconnect=True` a lost session is replaced by a new one with
+A producer sends frames with `await client.send_frame(jpeg_bytes)`; the call waits for the slot
+the server's grant allows (`granted_fps`) and for a credit (`ready.limits.max_in_flight` frames
+unanswered at most), so a fast sender cannot queue up stale frames (holistream/pacing.py).
+`await client.configure(parts=[...])` returns the server's `configured` answer (or raises
+ConfigureRefused). With `reconnect=True` a lost session is replaced by a new one with
 exponential back-off (honouring Retry-After on 429/503); the message stream then carries a
 `Reconnected` event, and connecting retries the same way. A background task reads the socket, so
 credits return even when the application is slow to iterate; messages wait for it in a bounded
@@ -30,7 +28,6 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from holistream.backoff import Backoff, retry_after
 from holistream.credits import Ledger
 from holistream.messages import (
     ConfigureRefused,
@@ -49,6 +46,7 @@ from holistream.messages import (
     decode,
     typed,
 )
+from holistream.pacing import GrantPacer, wait_for_credit
 from holistream.protocol import (
     DEFAULT_FPS,
     MAX_IN_FLIGHT,
@@ -59,7 +57,7 @@ from holistream.protocol import (
     encode_frame,
     parse_message,
 )
-from holistream.transport import RETRYABLE, Connecting, endpoint, first_session, open_socket
+from holistream.transport import Connecting, endpoint, first_session, next_session, open_socket
 
 __all__ = [
     "Client", "ConfigureRefused", "ErrorMsg", "Grant", "HolistreamError", "Other", "Ready",
@@ -99,7 +97,7 @@ class Client:
         self.last_latency_ms: float | None = None  # send -> result of the latest matched frame
         self.fatal: ErrorMsg | None = None
         self.granted_fps: float | None = None  # None: no limit (subscribers)
-        self._next_send = 0.0  # monotonic time the grant allows the next frame at
+        self._pacer = GrantPacer()
         self._next_id = 0
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(max(1, queue))
         self._credit = asyncio.Event()
@@ -141,34 +139,16 @@ class Client:
         While reconnecting it waits for the new session; a frame the connection loses on the way
         is gone like any dropped frame (the new session starts with fresh credits)."""
         while self.reconnect and not self._up.is_set():
-            if self._reader is None or self._reader.done():
-                raise self._closed()
+            self._check_reading()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await self._up.wait()
-        if self.granted_fps:
-            delay = self._next_send - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        while not self.ledger.has_credit():
-            if self._reader is None or self._reader.done():
-                raise self._closed()
-            now = time.monotonic()
-            if self.ledger.expire(now, self.credit_timeout):
-                break
-            oldest = self.ledger.oldest_pending_at()
-            wait = self.credit_timeout - (now - oldest) if oldest is not None else 0.05
-            self._credit.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.001, wait)):
-                    await self._credit.wait()
+        await self._pacer.wait(self.granted_fps)
+        await wait_for_credit(self.ledger, self._credit, self.credit_timeout, self._check_reading)
         frame_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         now = time.monotonic()
-        if self.granted_fps:
-            # The next slot one interval on; time lost waiting is not made up in a burst.
-            interval = 1 / self.granted_fps
-            self._next_send = max(self._next_send + interval, now + 0.5 * interval)
+        self._pacer.sent(now, self.granted_fps)
         self.ledger.add(frame_id, now)
         try:
             await self.ws.send(encode_frame(frame_id, now * 1000.0 if ts is None else ts, image))
@@ -179,8 +159,7 @@ class Client:
 
     async def stats(self, timeout: float = 5.0) -> Stats:
         """Ask for the session's counters; returns the next `stats` message."""
-        if self._reader is None or self._reader.done():
-            raise self._closed()
+        self._check_reading()
         waiter: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
         self._stats_waiters.append(waiter)
         try:
@@ -194,8 +173,7 @@ class Client:
         """Change what is tracked (`parts`, `world`, `rig`, `fps`) and wait for the server's
         `configured` answer (an `Other`; its `raw` has `pipeline`, `parts`, `switches`). Raises
         ConfigureRefused on `bad_configure` / `server_full` (the session keeps its settings)."""
-        if self._reader is None or self._reader.done():
-            raise self._closed()
+        self._check_reading()
         waiter: asyncio.Future[Other] = asyncio.get_running_loop().create_future()
         self._configure_waiters.append(waiter)
         try:
@@ -208,6 +186,11 @@ class Client:
 
     def _closed(self) -> SessionClosed:
         return SessionClosed(self.ws.close_code, self.ws.close_reason, self.fatal)
+
+    def _check_reading(self) -> None:
+        """Raise SessionClosed once the reader has stopped (no answer can come any more)."""
+        if self._reader is None or self._reader.done():
+            raise self._closed()
 
     # ------------------------------------------------------------------ receiving
 
@@ -230,24 +213,17 @@ class Client:
 
     async def _reconnect(self) -> bool:
         """A new session after the last one ended: back-off, at least Retry-After."""
-        failure: BaseException = self._closed()
-        backoff = Backoff()
-        while not self._closing:
-            wait = retry_after(failure)
-            if wait is None:
-                return False
-            await asyncio.sleep(backoff.next_delay(wait))
-            try:
-                self.ws = await self._opener()
-                await self._handshake()
-            except RETRYABLE as exc:
-                failure = exc
-                continue
-            self.reconnects += 1
-            assert self.ready is not None
-            self._deliver(Reconnected(self.ready, self.reconnects))
-            return True
-        return False
+
+        async def attempt() -> None:
+            self.ws = await self._opener()
+            await self._handshake()
+
+        if not await next_session(self._closed(), attempt, lambda: self._closing):
+            return False
+        self.reconnects += 1
+        assert self.ready is not None
+        self._deliver(Reconnected(self.ready, self.reconnects))
+        return True
 
     def _fail_waiters(self) -> None:
         closed = self._closed()

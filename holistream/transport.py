@@ -1,5 +1,5 @@
 """Opening a connection: endpoint URLs, HTTP refusals as `Rejected`, the first session (retried
-with back-off when asked), and what `connect` returns."""
+with back-off when asked), the next one after a session is lost, and what `connect` returns."""
 
 from __future__ import annotations
 
@@ -105,3 +105,23 @@ async def first_session(
             if ws is not None:
                 await ws.close()
             raise
+
+
+async def next_session(
+    failure: BaseException, attempt: Callable[[], Awaitable[None]], closing: Callable[[], bool]
+) -> bool:
+    """After a lost session (`failure`): `attempt` a new one with back-off (at least
+    Retry-After) until it succeeds (True), a failure is not worth retrying or `closing` (False)."""
+    backoff = Backoff()
+    while not closing():
+        wait = retry_after(failure)
+        if wait is None:
+            return False
+        await asyncio.sleep(backoff.next_delay(wait))
+        try:
+            await attempt()
+        except RETRYABLE as exc:
+            failure = exc
+            continue
+        return True
+    return False
