@@ -32,8 +32,26 @@ if not HOLISTREAM.exists() and (found := shutil.which("holistream")):
 _LISTENING = re.compile(r"listening on http://\S+:(\d+)")
 
 
+class Loopback:
+    """A process serving HTTP on 127.0.0.1:`port` and logging to `log_path`."""
+
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @dataclass
-class ServerProcess:
+class ServerProcess(Loopback):
     proc: subprocess.Popen[bytes]
     log_path: Path
     port: int = 0
@@ -51,17 +69,6 @@ class ServerProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         try:

@@ -37,6 +37,7 @@ import pytest
 import websockets
 
 from tests.conftest import ARTIFACTS, ROOT, ServerProcess, media, start_server
+from tests.harness import Loopback
 from tests.wsclient import Conn, connect, is_type
 
 pytestmark = pytest.mark.server  # nginx and holistream processes
@@ -80,7 +81,7 @@ def free_port() -> int:
 
 
 @dataclass
-class NginxProcess:
+class NginxProcess(Loopback):
     proc: subprocess.Popen[bytes]
     run_dir: Path
     log_path: Path
@@ -88,19 +89,8 @@ class NginxProcess:
     tls_port: int | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
     def wss_url(self) -> str:
         return f"wss://127.0.0.1:{self.tls_port}/ws"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def access_log(self) -> str:
         return (self.run_dir / "access.log").read_text(errors="replace")
