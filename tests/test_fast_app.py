@@ -126,6 +126,25 @@ async def test_bad_producer_query_is_refused_like_a_bad_hello(
     assert core.admission.sessions == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/ws?stream=bad%20name", "stream names are 1-64 characters of A-Z a-z 0-9 . _ -"),
+        ("/ws/subscribe?stream=bad%20name", "a valid ?stream=NAME is required"),
+        ("/ws/subscribe", "a valid ?stream=NAME is required"),
+    ],
+)
+async def test_a_bad_stream_name_is_refused_before_the_upgrade(
+    app: tuple[TestClient[Any, Any], Core], path: str, message: str
+) -> None:
+    client, core = app
+    resp = await client.get(path)
+    assert resp.status == 400
+    check_http_error(await resp.read())
+    assert (await resp.json())["error"] == {"code": "bad_request", "message": message}
+    assert core.admission.sessions == 0
+
+
 async def test_a_frame_becomes_a_result_with_the_asked_parts(
     app: tuple[TestClient[Any, Any], Core],
 ) -> None:

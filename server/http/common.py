@@ -73,3 +73,16 @@ def validate_stream_name(name: str) -> str | None:
     if STREAM_NAME.fullmatch(name) is None:
         return "stream names are 1-64 characters of A-Z a-z 0-9 . _ -"
     return None
+
+
+def upgrade_error(request: web.Request, *, stream_required: bool) -> web.Response | None:
+    """The refusal before a WebSocket upgrade: access (`access_error`), then the `stream` query,
+    which a subscriber must give and a producer may; or None."""
+    if (refused := access_error(request)) is not None:
+        return refused
+    name = request.query.get("stream")
+    if stream_required and (name is None or validate_stream_name(name)):
+        return http_error(400, "bad_request", "a valid ?stream=NAME is required")
+    if name is not None and (problem := validate_stream_name(name)):
+        return http_error(400, "bad_request", problem)
+    return None

@@ -15,11 +15,9 @@ from server.core import Core
 from server.http.common import (
     CORE,
     SOCKETS,
-    access_error,
     client_ip,
-    http_error,
     listing_refusal,
-    validate_stream_name,
+    upgrade_error,
 )
 from server.http.ws import close_with_error, open_socket, receive_before
 from server.streams.hub import Subscriber
@@ -39,12 +37,9 @@ async def list_streams(request: web.Request) -> web.Response:
 async def subscriber(request: web.Request) -> web.StreamResponse:
     core: Core = request.app[CORE]
     cfg = core.config
-    refused = access_error(request)
-    if refused is not None:
+    if (refused := upgrade_error(request, stream_required=True)) is not None:
         return refused
-    name = request.query.get("stream")
-    if name is None or validate_stream_name(name):
-        return http_error(400, "bad_request", "a valid ?stream=NAME is required")
+    name = request.query["stream"]
     ws = await open_socket(request, cfg, SUBSCRIBER_MAX_MESSAGE)
     try:
         hello = await _receive_hello(ws, cfg.hello_timeout_s)

@@ -22,10 +22,9 @@ from server.core import Core
 from server.http.common import (
     CORE,
     SOCKETS,
-    access_error,
     client_ip,
     http_error,
-    validate_stream_name,
+    upgrade_error,
 )
 from server.sessions.session import Outgoing, Session
 
@@ -112,12 +111,9 @@ async def close_with_error(
 async def producer(request: web.Request) -> web.StreamResponse:
     core: Core = request.app[CORE]
     cfg = core.config
-    refused = access_error(request)
-    if refused is not None:
+    if (refused := upgrade_error(request, stream_required=False)) is not None:
         return refused
     stream = request.query.get("stream")
-    if stream is not None and (problem := validate_stream_name(stream)):
-        return http_error(400, "bad_request", problem)
     if stream is not None and core.stream_live(stream):
         return http_error(409, "stream_taken", f"stream {stream!r} already has a producer")
     try:
