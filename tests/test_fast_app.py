@@ -101,29 +101,33 @@ async def test_landmarker_counts_answer_concurrent_requests(
     assert counts == [[0, 1]] * 5
 
 
+async def refused_before_upgrade(
+    app: tuple[TestClient[Any, Any], Core], path: str
+) -> dict[str, Any]:
+    """GET `path`: a documented HTTP 400 error, and no session taken; returns its body."""
+    client, core = app
+    resp = await client.get(path)
+    assert resp.status == 400
+    check_http_error(await resp.read())
+    body: dict[str, Any] = await resp.json()
+    assert core.admission.sessions == 0
+    return body
+
+
 @pytest.mark.parametrize("fps", ["nan", "-1e6", "1e400", "inf", "0", "241", "15fps", "1_0"])
 async def test_bad_fps_in_the_query_is_refused_before_the_upgrade(
     app: tuple[TestClient[Any, Any], Core], fps: str
 ) -> None:
-    client, core = app
-    resp = await client.get(f"/ws?fps={fps}")
-    assert resp.status == 400
-    check_http_error(await resp.read())
-    body = await resp.json()
+    body = await refused_before_upgrade(app, f"/ws?fps={fps}")
     assert body["error"]["code"] == "bad_request" and "fps" in body["error"]["message"]
-    assert core.admission.sessions == 0
 
 
 @pytest.mark.parametrize("query", ["parts=feet", "parts=", "model=huge", "fps="])
 async def test_bad_producer_query_is_refused_like_a_bad_hello(
     app: tuple[TestClient[Any, Any], Core], query: str
 ) -> None:
-    client, core = app
-    resp = await client.get(f"/ws?{query}")
-    assert resp.status == 400
-    check_http_error(await resp.read())
-    assert (await resp.json())["error"]["code"] == "bad_request"
-    assert core.admission.sessions == 0
+    body = await refused_before_upgrade(app, f"/ws?{query}")
+    assert body["error"]["code"] == "bad_request"
 
 
 @pytest.mark.parametrize(
@@ -137,12 +141,8 @@ async def test_bad_producer_query_is_refused_like_a_bad_hello(
 async def test_a_bad_stream_name_is_refused_before_the_upgrade(
     app: tuple[TestClient[Any, Any], Core], path: str, message: str
 ) -> None:
-    client, core = app
-    resp = await client.get(path)
-    assert resp.status == 400
-    check_http_error(await resp.read())
-    assert (await resp.json())["error"] == {"code": "bad_request", "message": message}
-    assert core.admission.sessions == 0
+    body = await refused_before_upgrade(app, path)
+    assert body["error"] == {"code": "bad_request", "message": message}
 
 
 async def test_a_frame_becomes_a_result_with_the_asked_parts(
