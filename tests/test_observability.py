@@ -24,6 +24,7 @@ import yaml
 
 from holistream.client import connect
 from tests.conftest import ARTIFACTS, ROOT, media
+from tests.harness import stop_process
 
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "holistream-rules.yml"
@@ -158,12 +159,7 @@ def prometheus(tmp: Path, targets: list[str], token: str) -> Iterator[str]:
             time.sleep(0.2)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, timeout=10)
         log.close()
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from holistream import protocol
 from tests.conftest import ServerProcess, media
+from tests.harness import stop_process
 from tests.test_predict_units import png_header
 from tests.test_stream_landmarks import video_jpegs
 from tests.wsclient import connect
@@ -483,12 +484,7 @@ def redis_server(workdir: Path) -> Iterator[int]:
             pytest.fail("redis-server did not start")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, timeout=5)
 
 
 async def test_redis_cache_is_shared_and_optional(server_factory: Any, tmp_path: Path) -> None:
