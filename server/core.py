@@ -347,8 +347,13 @@ class Core:
 
     async def _tick_stats(self) -> None:
         interval = self.config.stats_interval_s
+        cpu, wall = time.process_time(), time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            # The front end's own CPU (sockets, JSON, refusals) is not the workers' to use.
+            cpu_now, wall_now = time.process_time(), time.monotonic()
+            self.admission.observe_front((cpu_now - cpu) / max(wall_now - wall, 1e-3))
+            cpu, wall = cpu_now, wall_now
             self.regrant()  # measured costs moved the capacity
             self._publish_capacity()
             now = time.monotonic()

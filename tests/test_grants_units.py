@@ -162,10 +162,49 @@ def test_a_lone_session_is_granted_what_its_worker_measurably_gives() -> None:
         Budget(cores=2, memory_bytes=4 << 30, max_sessions=10, workers=3),
         {"holistic": PipelineCost(45.0, 140 << 20, 1.0)},
     )
-    assert policy.admit("a", "holistic", 60).grant == pytest.approx(1000 / 45)
+    # Alone on its worker, with 10 % headroom over the worker's measured time.
+    assert policy.admit("a", "holistic", 60).grant == pytest.approx(1.1 * 1000 / 45)
     for _ in range(200):  # each frame: 45 ms of CPU over 30 ms of the worker's time
         policy.observe("a", 45.0, 30.0)
-    assert policy.regrant()["a"] == pytest.approx(1000 / 30, rel=0.02)  # one process's worth
+    assert policy.regrant()["a"] == pytest.approx(1.1 * 1000 / 30, rel=0.02)  # one process
+    assert policy.capacity_fps("holistic") == pytest.approx(2000 / 45, rel=0.02)  # the box binds
+
+
+def test_lone_headroom_is_only_for_a_session_alone_on_its_worker() -> None:
+    cap = Capacity(box_ms=4000.0, worker_ms=1000.0, workers=2, lone_headroom=1.1)
+    alone = share({"a": Want(60, 40.0, 0)}, cap)
+    assert alone["a"] == pytest.approx(27.5)  # 1.1 × 1000 / 40
+    pair = share({"a": Want(60, 40.0, 0), "b": Want(60, 40.0, 0)}, cap)
+    assert pair["a"] + pair["b"] == pytest.approx(25.0)  # sharing a worker: its time, no more
+
+
+def test_the_front_ends_cpu_is_not_the_workers() -> None:
+    from server.sessions.admission import AdmissionPolicy, Budget, PipelineCost
+
+    policy = AdmissionPolicy(
+        Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=3),
+        {"face": PipelineCost(10.0, 1 << 20, 1.0)},
+    )
+    assert policy.capacity_fps("face") == pytest.approx(200.0)
+    for _ in range(30):  # the event loop's process keeps a fifth of a core busy
+        policy.observe_front(0.2)
+    assert policy.budget.front_cores == pytest.approx(0.2, rel=0.01)
+    assert policy.capacity_fps("face") == pytest.approx(180.0, rel=0.01)
+    for _ in range(30):  # a front end that busy is refusing: workers keep half the cores
+        policy.observe_front(1.9)
+    assert policy.capacity_fps("face") == pytest.approx(100.0, rel=0.01)
+
+
+def test_a_sessions_cost_starts_from_its_pipelines_estimate() -> None:
+    from server.sessions.admission import SESSION_ALPHA, AdmissionPolicy, Budget, PipelineCost
+
+    policy = AdmissionPolicy(
+        Budget(cores=2, memory_bytes=4 << 30, max_sessions=10, workers=3),
+        {"holistic": PipelineCost(45.0, 140 << 20, 1.0)},
+    )
+    policy.admit("a", "holistic", 30)
+    policy.observe("a", 90.0)  # a new landmarker's first frame costs more than the rest
+    assert policy.cost_of("a") == pytest.approx(45.0 + SESSION_ALPHA * 45.0)
 
 
 def test_an_admitted_session_keeps_its_floor_when_costs_rise() -> None:

@@ -42,6 +42,8 @@ DEFAULT_COSTS: dict[str, PipelineCost] = {
 SESSION_ALPHA = 0.05  # weight of one frame in a session's cost average
 PIPELINE_ALPHA = 0.05  # ... and in its pipeline's estimate
 WORKER_BUSY_MS = 1000.0  # of each second a worker can spend on frames
+LONE_HEADROOM = 1.1  # a session alone on its worker: granted 10 % over the worker's time
+FRONT_ALPHA = 0.2  # weight of one second in the front end's CPU average
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +55,20 @@ class Budget:
     workers: int = 1
     floor_fps: float = 10.0  # refuse a session only when not even this can be granted
 
+    front_cores: float = 0.0  # what the server's own front end (sockets, JSON) measurably uses
+
     @property
     def cpu_ms_per_s(self) -> float:
-        return self.cores * 1000.0 * self.cpu_overcommit
+        """CPU ms per second the workers may use: the cores less the front end's share
+        (never below half the cores: a front end that busy is refusing, not serving)."""
+        inference = max(self.cores - self.front_cores, 0.5 * self.cores)
+        return inference * 1000.0 * self.cpu_overcommit
 
     @property
     def capacity(self) -> Capacity:
-        return Capacity(self.cpu_ms_per_s, WORKER_BUSY_MS * self.cpu_overcommit, self.workers)
+        return Capacity(
+            self.cpu_ms_per_s, WORKER_BUSY_MS * self.cpu_overcommit, self.workers, LONE_HEADROOM
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,9 @@ class AdmissionPolicy:
         held = self._held.get(key)
         if held is None or cpu_ms <= 0:
             return
-        own = cpu_ms if held.cost_ms is None else held.cost_ms
+        # The first frame starts from the pipeline's estimate, not at its own (a new
+        # landmarker's first frames cost up to half again what the following ones do).
+        own = self._want(held).cost_ms
         self._held[key] = replace(held, cost_ms=own + SESSION_ALPHA * (cpu_ms - own))
         est = self.costs[held.pipeline]
         ms = est.ms_per_frame + PIPELINE_ALPHA * (cpu_ms - est.ms_per_frame)
@@ -112,6 +123,12 @@ class AdmissionPolicy:
             sample = min(max(cpu_ms / wall_ms, 1.0), self.budget.cores)
             parallelism += PIPELINE_ALPHA * (sample - parallelism)
         self.costs[held.pipeline] = PipelineCost(ms, est.memory_bytes, parallelism)
+
+    def observe_front(self, cores: float) -> None:
+        """The front end (the event loop's process) used `cores` over the last second: what
+        the workers may use follows its moving average."""
+        front = self.budget.front_cores + FRONT_ALPHA * (max(cores, 0.0) - self.budget.front_cores)
+        self.budget = replace(self.budget, front_cores=front)
 
     def cost_of(self, key: Hashable) -> float | None:
         held = self._held.get(key)
@@ -240,7 +257,7 @@ class AdmissionPolicy:
         cap = self.budget.capacity
         by_box = cap.box_ms // (floor * cost.ms_per_frame)
         busy = cost.ms_per_frame / max(cost.parallelism, 1.0)
-        by_workers = (cap.worker_ms // (floor * busy)) * max(cap.workers, 1)
+        by_workers = (cap.worker_ms // (floor * busy)) * max(cap.workers, 1)  # no headroom
         by_memory = (self.budget.memory_bytes - self.reserved_bytes) / max(cost.memory_bytes, 1)
         return int(min(by_box, by_workers, by_memory, self.budget.max_sessions))
 

@@ -8,7 +8,10 @@ other session and fits in two kinds of capacity, both in CPU milliseconds per se
   worker runs one frame at a time, so its sessions together keep it busy at most 1000 ms per
   second. A frame keeps a worker busy for its CPU time divided by its parallelism (MediaPipe
   spreads a holistic frame over ~1.3 cores): a lone session gets what one process can give, not
-  a worker's share of the box.
+  a worker's share of the box. A session alone on its worker is granted `lone_headroom` (10 %)
+  over that worker's measured time: no other session there can lose by it, and a client that
+  keeps frames in flight is then paced by the worker itself, not by an estimate of it that
+  content and neighbours move by a few per cent either way.
 
 A session costs `rate × cost_ms` of the box (its own CPU time per frame, measured as it runs) and
 `rate × busy_ms` of its worker. Rates are
@@ -54,6 +57,7 @@ class Capacity:
     box_ms: float  # CPU ms per second all workers together may use
     worker_ms: float  # busy ms per second of one worker (it runs one frame at a time)
     workers: int
+    lone_headroom: float = 1.0  # × worker_ms for a session alone on its worker
 
 
 def share(wants: Mapping[K, Want], cap: Capacity) -> dict[K, float]:
@@ -69,7 +73,8 @@ def share(wants: Mapping[K, Want], cap: Capacity) -> dict[K, float]:
     ]
     for worker in sorted({w.worker for w in wants.values()}):
         members = {k for k, w in wants.items() if w.worker == worker}
-        groups.append((cap.worker_ms, members, {k: wants[k].busy for k in members}))
+        limit = cap.worker_ms * (cap.lone_headroom if len(members) == 1 else 1.0)
+        groups.append((limit, members, {k: wants[k].busy for k in members}))
     while active:
         level = min(wants[k].requested for k in active)
         tight: set[K] = set()
