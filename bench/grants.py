@@ -12,8 +12,8 @@ Each figure is a ratio of two measurements taken in the same run (the box is sha
    (holistic) and astronaut_pan face-only (a face close-up), against the saturation of that
    clip (one bare loop per core, all at once): the granted rates' sum (the clients' latest
    grants) ≥ 0.95× saturation, every admitted session's grant ≥ the floor, refusals only clean
-   503 / 1013, and the published capacity (`/readyz` `capacity_fps`) within 10 % of what was
-   served.
+   503 / 1013, and the published capacity (`holistream_capacity_fps`, as `/readyz` and `ready`
+   publish it, median over the steady window) within 10 % of what was served.
 
 Prints a Markdown section; `--write` puts it into docs/benchmarks.md (a block that
 `python -m bench.run` keeps when it rewrites the rest); `--json` keeps the raw figures.
@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,10 @@ from bench import server_runs as sr  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 FLOOR = 10.0
+# The 300 clients' generator shares the server's two cores here; a deployment's clients are
+# elsewhere. At nice 10 it still sends on time (its report flags it when not), and the server
+# gets the cores first. Both sides of every ratio are still printed in CPU terms too.
+NICE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,31 +131,40 @@ def overload(case: Case, clients: int, duration: float, ramp: float, sat_s: floa
                 "--duration", f"{duration:g}", "--ramp", f"{ramp:g}/s", "--parts", case.parts,
                 "--source", str(FIXTURES / case.clip)]  # fmt: skip
         samples: list[float] = []
+        published_samples: list[float] = []
         done = threading.Event()
 
-        def sample() -> None:  # the server's own sum of grants, every 2 s
+        def sample() -> None:  # the server's own sum of grants and capacity, every 2 s
             while not done.wait(2.0):
                 with contextlib.suppress(OSError, ValueError):
-                    samples.append(sr.metric_sum(srv.metrics(), "holistream_granted_fps"))
+                    metrics = srv.metrics()
+                    samples.append(sr.metric_sum(metrics, "holistream_granted_fps"))
+                    published_samples.append(sr.metric_sum(
+                        metrics, "holistream_capacity_fps", pipeline=case.pipeline))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
             stage = sr.run_loadgen(args, run_dir / f"overload-{name}.json",
                                    run_dir / f"overload-{name}.log",
-                                   duration + clients / ramp + 120)  # fmt: skip
+                                   duration + clients / ramp + 120, nice=NICE)  # fmt: skip
         finally:
             done.set()
             sampler.join(5)
-        published = srv.readyz()["capacity_fps"][case.pipeline]
+        published_at_end = srv.readyz()["capacity_fps"][case.pipeline]
         granted_metric = sr.metric_sum(srv.metrics(), "holistream_granted_fps")
         command = " ".join(srv.command)
     ses = stage["sessions"]
     served = stage["rates"]["results_per_s"]
     # Steady state: the samples after the ramp, up to the end of the sending.
     ramp_s = clients / ramp
-    steady = samples[int(ramp_s / 2) + 2 : int((ramp_s + duration) / 2)] or samples
+    window = slice(int(ramp_s / 2) + 2, int((ramp_s + duration) / 2))
+    steady = samples[window] or samples
     server_granted = statistics.median(steady) if steady else 0.0
+    # Published capacity while those sessions were served (at the end, with the clients gone,
+    # the front end's CPU and the contended cost per frame have already fallen away).
+    steady_published = published_samples[window] or published_samples
+    published = statistics.median(steady_published) if steady_published else published_at_end
     granted = dict(stage["granted_fps"]) | {"sum": server_granted}
     unclean = {k: v for k, v in stage["errors"].items() if not k.startswith("warning:")}
     out = {
@@ -167,7 +181,8 @@ def overload(case: Case, clients: int, duration: float, ramp: float, sat_s: floa
         "granted_min": granted["min"],
         "granted_metric_at_end": granted_metric,
         "served_fps": served,
-        "published_fps": published,
+        "published_fps": published,  # /metrics, median over the steady window
+        "published_fps_at_end": published_at_end,  # /readyz once the clients had gone
         "grant_ratio": granted["sum"] / sat.fps if sat.fps else None,
         "published_vs_served": published / served if served else None,
         # The same comparisons in CPU terms, robust to other load on a shared box: what the
@@ -228,9 +243,13 @@ def markdown(r: dict[str, Any]) -> str:
             f"{'—' if pvs_cpu is None else f'{pvs_cpu:.2f}'} | "
             f"{sum(o['unclean_errors'].values())} | {o['before']['load1']:.1f} |"
         )
-    shown = [x["command"].replace(str(ROOT) + "/", "") for x in r["overload"][:1]]
+    shown = [
+        re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", x["command"].replace(str(ROOT) + "/", ""))
+        for x in r["overload"][:1]
+    ]
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in shown) +
-              " (per clip: `--source`, `--parts`), against `holistream serve --port 0`.", ""]
+              f" (per clip: `--source`, `--parts`; run at `nice -n {NICE}`), against"
+              " `holistream serve --port 0`.", ""]
     return "\n".join(lines)
 
 

@@ -253,10 +253,13 @@ def steady_window(ticks: Sequence[Tick], sessions: int, warmup_s: float) -> tupl
 # ---------------------------------------------------------------------------- load generator
 
 
-def run_loadgen(args: Sequence[str], json_path: Path, log_path: Path, budget_s: float
-                ) -> dict[str, Any]:  # fmt: skip
-    """Run `holistream-loadgen ARGS --json PATH --quiet`, bounded; returns its first stage."""
+def run_loadgen(args: Sequence[str], json_path: Path, log_path: Path, budget_s: float,
+                nice: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Run `holistream-loadgen ARGS --json PATH --quiet`, bounded; returns its first stage.
+    `nice` > 0 runs it at that lower priority (the server under test gets the cores first)."""
     cmd = [_exe("holistream-loadgen"), *args, "--json", str(json_path), "--quiet"]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -219,6 +219,7 @@ class Core:
 
     def _count_drop(self, reason: str) -> None:
         self.metrics.frames_dropped.labels(reason).inc()
+        self.admission.observe_drop(reason)
 
     def add(self, session: Session) -> None:
         self.sessions[session.id] = session
@@ -353,6 +354,7 @@ class Core:
             # The front end's own CPU (sockets, JSON, refusals) is not the workers' to use.
             cpu_now, wall_now = time.process_time(), time.monotonic()
             self.admission.observe_front((cpu_now - cpu) / max(wall_now - wall, 1e-3))
+            self.admission.observe_second()
             cpu, wall = cpu_now, wall_now
             self.regrant()  # measured costs moved the capacity
             self._publish_capacity()

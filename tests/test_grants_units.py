@@ -222,3 +222,32 @@ def test_an_admitted_session_keeps_its_floor_when_costs_rise() -> None:
     grants = policy.regrant()
     assert all(grants[k] >= 10.0 for k in admitted)  # the floor promised at admission holds
     assert not policy.admit("late", "holistic", 15).admitted  # and nobody else gets in
+
+
+def test_published_capacity_is_what_a_saturated_box_answers() -> None:
+    from server.sessions.admission import AdmissionPolicy, Budget, PipelineCost
+
+    policy = AdmissionPolicy(
+        Budget(cores=2, memory_bytes=4 << 30, max_sessions=100, workers=3),
+        {"face": PipelineCost(10.0, 1 << 20, 1.0)},
+    )
+    full = policy.capacity_fps("face")
+    admitted = [k for k in range(40) if policy.admit(k, "face", 30).admitted]
+    assert len(admitted) >= 6
+    for _ in range(30):  # saturated seconds: 90 frames answered, 10 superseded, a client's
+        for k in range(90):  # over_grant drops are not the box's
+            policy.observe(admitted[k % len(admitted)], 10.0)
+        for reason in ["superseded"] * 10 + ["over_grant"] * 20:
+            policy.observe_drop(reason)
+        policy.observe_second()
+    assert policy.served_share == pytest.approx(0.9, rel=0.01)
+    assert policy.capacity_fps("face") == pytest.approx(0.9 * full, rel=0.02)
+    for k in admitted[1:]:  # one session left: the box is not saturated, nothing moves
+        policy.release(k)
+    for _ in range(30):
+        for _ in range(20):
+            policy.observe(admitted[0], 10.0)
+        for _ in range(20):
+            policy.observe_drop("superseded")
+        policy.observe_second()
+    assert policy.served_share == pytest.approx(0.9, rel=0.01)

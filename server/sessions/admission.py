@@ -44,6 +44,9 @@ PIPELINE_ALPHA = 0.05  # ... and in its pipeline's estimate
 WORKER_BUSY_MS = 1000.0  # of each second a worker can spend on frames
 LONE_HEADROOM = 1.1  # a session alone on its worker: granted 10 % over the worker's time
 FRONT_ALPHA = 0.2  # weight of one second in the front end's CPU average
+SERVED_ALPHA = 0.2  # weight of one saturated second in the served share's average
+SATURATED = 0.9  # the grants use this much of the box or more: the box is saturated
+LOST_REASONS = ("superseded", "stale")  # drops for want of worker time (not a client's doing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,12 @@ class AdmissionPolicy:
         self._held: dict[Hashable, _Held] = {}
         self.grants: dict[Hashable, float] = {}
         self.reserved_bytes = 0  # memory set aside for other work (the single-image landmarkers)
+        # Of the frames a saturated box is sent within the grants, the share it answers (the
+        # rest wait past their successor and are superseded): a moving average over saturated
+        # seconds, 1 until the box has been saturated. It scales the published capacity_fps.
+        self.served_share = 1.0
+        self._processed = 0  # frames answered since the last second
+        self._lost = 0  # ... and dropped for want of worker time
 
     # -- costs -----------------------------------------------------------------------------
     def _want(self, held: _Held) -> Want:
@@ -107,6 +116,7 @@ class AdmissionPolicy:
     def observe(self, key: Hashable, cpu_ms: float, wall_ms: float = 0.0) -> None:
         """One processed frame of session `key` cost its worker `cpu_ms` of CPU time (and
         `wall_ms` of its time): update the session's cost and its pipeline's estimate."""
+        self._processed += 1
         held = self._held.get(key)
         if held is None or cpu_ms <= 0:
             return
@@ -129,6 +139,18 @@ class AdmissionPolicy:
         the workers may use follows its moving average."""
         front = self.budget.front_cores + FRONT_ALPHA * (max(cores, 0.0) - self.budget.front_cores)
         self.budget = replace(self.budget, front_cores=front)
+
+    def observe_drop(self, reason: str) -> None:
+        if reason in LOST_REASONS:
+            self._lost += 1
+
+    def observe_second(self) -> None:
+        """A second has passed: if the grants kept the box saturated, what share of its
+        frames it answered moves the served share."""
+        done, lost = self._processed, self._lost
+        self._processed = self._lost = 0
+        if done + lost >= 10 and self.cpu_used >= SATURATED * self.budget.cpu_ms_per_s:
+            self.served_share += SERVED_ALPHA * (done / (done + lost) - self.served_share)
 
     def cost_of(self, key: Hashable) -> float | None:
         held = self._held.get(key)
@@ -263,8 +285,10 @@ class AdmissionPolicy:
 
     def capacity_fps(self, pipeline: str) -> float:
         """Results per second the box serves for sessions of one kind, once enough of them
-        ask: the box's CPU over the measured cost per frame (or the workers' time)."""
+        ask: the box's CPU over the measured cost per frame (or the workers' time), times the
+        share of frames a saturated box has measurably answered (`served_share`)."""
         cost = self.costs[pipeline]
         cap = self.budget.capacity
         busy = cost.ms_per_frame / max(cost.parallelism, 1.0)
-        return min(cap.box_ms / cost.ms_per_frame, cap.workers * cap.worker_ms / busy)
+        cpu_bound = min(cap.box_ms / cost.ms_per_frame, cap.workers * cap.worker_ms / busy)
+        return cpu_bound * self.served_share
