@@ -57,15 +57,33 @@ def test_place_prefers_the_emptiest_worker_and_refuses_below_floor() -> None:
         wants[i] = Want(15.0, 45.0, p.worker)
         placed.append(p.worker)
         assert meets_floors(wants, p.grants, 10.0)
-    assert len(placed) == 4  # 4 × 10 fps × 45 ms = 1800 ≤ 2000; a fifth would be 2250
-    assert sorted(placed[:3]) == [0, 1, 2]
+    # 4 × 10 fps × 45 ms = 1800 ≤ 2000 fits the box, but the fourth shares a worker, and two
+    # floors there (900 ms/s) exceed that worker's equal part of the box (667).
+    assert len(placed) == 3
+    assert sorted(placed) == [0, 1, 2]
     grants = share(wants, BOX)
     assert sum(grants.values()) == pytest.approx(2000 / 45)
     assert min(grants.values()) >= 10.0
+    cheap = place(wants, "cheap", 15.0, 15.0, BOX, 10.0)  # 450 + 150 ≤ 667: it fits
+    assert cheap is not None and min(cheap.grants.values()) >= 10.0
+
+
+def test_sessions_sharing_a_worker_fit_its_part_of_the_box_at_their_floors() -> None:
+    from server.sessions.grants import floors_fit_workers
+
+    pair = {"a": Want(15, 45.0, 0), "b": Want(15, 45.0, 0), "c": Want(15, 45.0, 1)}
+    assert floors_fit_workers(pair, 10.0, BOX)  # two busy workers: 900 ≤ 2000 / 2
+    busy = pair | {"d": Want(15, 45.0, 2)}
+    assert not floors_fit_workers(busy, 10.0, BOX)  # three: 900 > 2000 / 3
+    assert floors_fit_workers(busy, 10.0, Capacity(4000.0, 1350.0, 3))  # 900 ≤ 4000 / 3
+    lone = {"a": Want(15, 90.0, 0), "b": Want(15, 90.0, 1), "c": Want(15, 90.0, 2)}
+    assert floors_fit_workers(lone, 10.0, BOX)  # one per worker: its own time decides
+    small = {"a": Want(15, 45.0, 0), "b": Want(2, 45.0, 0), "c": Want(15, 45.0, 1)}
+    assert floors_fit_workers(small, 10.0, BOX)  # 450 + 90 (its own floor: 2 fps) ≤ 1000
 
 
 def test_request_below_floor_is_its_own_floor() -> None:
-    wants = {i: Want(15.0, 45.0, i % 3) for i in range(4)}  # 4 × 10 fps floors: 1800 ms/s
+    wants = {i: Want(15.0, 45.0, i) for i in range(3)}  # 3 × 10 fps floors: 1350 ms/s
     small = place(wants, "small", 2.0, 45.0, BOX, 10.0)  # + 2 fps (90 ms/s) still fits
     assert small is not None and small.grants["small"] == pytest.approx(2.0)
     assert place(wants, "big", 15.0, 45.0, BOX, 10.0) is None  # + 10 fps (450 ms/s) does not

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
 
 from holistream.protocol import DEFAULT_FPS
-from server.sessions.grants import Capacity, Want, place, share
+from server.sessions.grants import Capacity, Want, floors_fit_workers, meets_floors, place, share
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,10 +278,22 @@ class AdmissionPolicy:
         floor = max(min(self.budget.floor_fps, fps), 1e-9)
         cap = self.budget.capacity
         by_box = cap.box_ms // (floor * cost.ms_per_frame)
+        by_memory = (self.budget.memory_bytes - self.reserved_bytes) // max(cost.memory_bytes, 1)
         busy = cost.ms_per_frame / max(cost.parallelism, 1.0)
-        by_workers = (cap.worker_ms // (floor * busy)) * max(cap.workers, 1)  # no headroom
-        by_memory = (self.budget.memory_bytes - self.reserved_bytes) / max(cost.memory_bytes, 1)
-        return int(min(by_box, by_workers, by_memory, self.budget.max_sessions))
+        workers = max(cap.workers, 1)
+
+        def fits(n: int) -> bool:  # n such sessions, spread as placement spreads them
+            wants = {i: Want(fps, cost.ms_per_frame, i % workers, busy) for i in range(n)}
+            floor_fps = self.budget.floor_fps
+            return floors_fit_workers(wants, floor_fps, cap) and meets_floors(
+                wants, share(wants, cap), floor_fps
+            )
+
+        lo, hi = 0, int(max(min(by_box, by_memory, self.budget.max_sessions), 0))
+        while lo < hi:  # the most that fit (fewer always fit)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
 
     def capacity_fps(self, pipeline: str) -> float:
         """Results per second the box serves for sessions of one kind, once enough of them
