@@ -84,6 +84,26 @@ def test_deployment_probes_drain_and_sizing() -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+def test_viewers_behind_the_ingress_are_told_apart() -> None:
+    """Per-address limits key on each viewer, not on the ingress controller's pod: the
+    manifest's trusted proxies, read as the server reads them, take the client from
+    X-Forwarded-For, and a client's own entries further left are not believed."""
+    import argparse
+
+    from server.config import add_arguments, from_args
+    from server.http.security import client_address
+
+    (container,) = find("Deployment", "holistream")["spec"]["template"]["spec"]["containers"]
+    raw = _env(container)["HOLISTREAM_TRUSTED_PROXIES"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    trusted = from_args(parser.parse_args(["--trusted-proxies", raw])).trusted_proxies
+    controller = "10.244.3.17"  # a pod address in a typical CNI range
+    assert client_address(controller, "203.0.113.9", trusted) == "203.0.113.9"
+    assert client_address(controller, "198.51.100.1, 203.0.113.9", trusted) == "203.0.113.9"
+    assert client_address("203.0.113.50", "198.51.100.1", trusted) == "203.0.113.50"
+
+
 def test_ingress_hashes_named_streams() -> None:
     ingress = find("Ingress", "holistream")
     notes = ingress["metadata"]["annotations"]
