@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
 
 from holistream.protocol import DEFAULT_FPS
-from server.sessions.grants import Capacity, Want, floors_fit_workers, meets_floors, place, share
+from server.sessions.grants import Capacity, Want, admissible, place, share
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,6 @@ class Budget:
     cpu_overcommit: float = 1.0
     workers: int = 1
     floor_fps: float = 10.0  # refuse a session only when not even this can be granted
-
     front_cores: float = 0.0  # what the server's own front end (sockets, JSON) measurably uses
 
     @property
@@ -284,10 +283,7 @@ class AdmissionPolicy:
 
         def fits(n: int) -> bool:  # n such sessions, spread as placement spreads them
             wants = {i: Want(fps, cost.ms_per_frame, i % workers, busy) for i in range(n)}
-            floor_fps = self.budget.floor_fps
-            return floors_fit_workers(wants, floor_fps, cap) and meets_floors(
-                wants, share(wants, cap), floor_fps
-            )
+            return admissible(wants, cap, self.budget.floor_fps) is not None
 
         lo, hi = 0, int(max(min(by_box, by_memory, self.budget.max_sessions), 0))
         while lo < hi:  # the most that fit (fewer always fit)

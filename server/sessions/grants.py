@@ -118,6 +118,15 @@ def floors_fit_workers(wants: Mapping[K, Want], floor_fps: float, cap: Capacity)
     return all(loads[n] <= part * (1 + 1e-6) for n in loads if members[n] > 1)
 
 
+def admissible(wants: Mapping[K, Want], cap: Capacity, floor_fps: float) -> dict[K, float] | None:
+    """Everyone's grants if these sessions may all be admitted together (every session at its
+    floor or better, the sessions sharing a worker within its part of the box), else None."""
+    if not floors_fit_workers(wants, floor_fps, cap):
+        return None
+    grants = share(wants, cap)
+    return grants if meets_floors(wants, grants, floor_fps) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     worker: int
@@ -142,10 +151,8 @@ def place(
     for worker in workers if workers is not None else range(cap.workers):
         trial = dict(others)
         trial[key] = Want(requested, cost_ms, worker, busy_ms)
-        if not floors_fit_workers(trial, floor_fps, cap):
-            continue
-        grants = share(trial, cap)
-        if not meets_floors(trial, grants, floor_fps):
+        grants = admissible(trial, cap, floor_fps)
+        if grants is None:
             continue
         load = sum(w.cost_ms * grants[k] for k, w in others.items() if w.worker == worker)
         rank = (-round(grants[key], 6), load, worker)
